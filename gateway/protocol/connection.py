@@ -1,0 +1,342 @@
+"""FastCGIConnection: the sans-IO protocol engine for one transport connection.
+
+Feed received bytes with ``receive_data`` (``b""`` means EOF) and take events with
+``next_event`` (h11 style) or all at once with ``feed``. Produce output with
+``send_stdout``/``send_stderr``/``end_request``/``send_response``, which return bytes to
+write. Management records (GET_VALUES, unknown record types) and requests that cannot be
+served (unknown role, a second request on a non-multiplexed connection, over the
+per-connection request limit) are answered inside the codec: their replies accumulate in
+``data_to_send()``.
+
+Limits are constructor arguments; a violation raises RemoteProtocolError with a message
+and an HTTP status hint, after which the connection is unusable (every later call to
+``receive_data`` raises the same error).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from .constants import (
+    FCGI_KEEP_CONN,
+    FCGI_MAX_CONNS,
+    FCGI_MAX_REQS,
+    FCGI_MPXS_CONNS,
+    FCGI_VERSION_1,
+    HEADER_LENGTH,
+    NULL_REQUEST_ID,
+    ProtocolStatus,
+    RecordType,
+    Role,
+)
+from .errors import LocalProtocolError, RemoteProtocolError
+from .events import (
+    ConnectionClosed,
+    DataEnded,
+    DataReceived,
+    Event,
+    RequestAborted,
+    RequestReceived,
+    StdinEnded,
+    StdinReceived,
+)
+from .records import (
+    decode_begin_request,
+    decode_pairs,
+    encode_end_request,
+    encode_pairs,
+    encode_record,
+    encode_stream,
+    pack_header,
+    unpack_header,
+)
+from .state import AFTER_END, APPLICATION_ONLY_TYPES, CAN_SEND, RECEIVE, Action, RequestState
+
+
+class _NeedData:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+#: Returned by ``next_event`` when more bytes are needed.
+NEED_DATA = _NeedData()
+
+_KNOWN_TYPES = frozenset(int(t) for t in RecordType)
+_STDOUT = int(RecordType.STDOUT)
+_STDERR = int(RecordType.STDERR)
+_EMPTY_STDOUT_HEADERS: dict[int, bytes] = {}
+
+
+class _Request:
+    __slots__ = ("keep_conn", "params", "params_size", "role", "state", "stderr_used")
+
+    def __init__(self, role: int, keep_conn: bool) -> None:
+        self.role = role
+        self.keep_conn = keep_conn
+        self.state = RequestState.PARAMS
+        self.params: list[bytes] = []
+        self.params_size = 0
+        self.stderr_used = False
+
+
+class FastCGIConnection:
+    """Protocol state of one connection, application side.
+
+    Args:
+        multiplex: accept several concurrent requests on this connection
+            (answered truthfully as FCGI_MPXS_CONNS).
+        max_conns / max_reqs: the values reported for FCGI_MAX_CONNS / FCGI_MAX_REQS.
+        roles: roles served; other roles get END_REQUEST(UNKNOWN_ROLE).
+        max_params_bytes: largest PARAMS stream of one request (status hint 431).
+        max_params_count: most name-value pairs in one request (status hint 431).
+        max_stdin_buffer: most body bytes held in queued, untaken events; a worker with
+            working flow control never reaches it (status hint 413).
+        max_requests: requests accepted on this connection; the connection closes after
+            the last one, later BEGIN_REQUESTs get END_REQUEST(OVERLOADED). None = no limit.
+    """
+
+    def __init__(
+        self,
+        *,
+        multiplex: bool = False,
+        max_conns: int = 1,
+        max_reqs: int = 1,
+        roles: frozenset[int] = frozenset({Role.RESPONDER}),
+        max_params_bytes: int = 256 * 1024,
+        max_params_count: int = 1000,
+        max_stdin_buffer: int = 4 * 1024 * 1024,
+        max_requests: int | None = None,
+    ) -> None:
+        self.multiplex = multiplex
+        self.max_conns = max_conns
+        self.max_reqs = max_reqs
+        self.roles = roles
+        self.max_params_bytes = max_params_bytes
+        self.max_params_count = max_params_count
+        self.max_stdin_buffer = max_stdin_buffer
+        self.max_requests = max_requests
+        self._buf = b""
+        self._events: deque[Event] = deque()
+        self._queued_stdin = 0
+        self._out = bytearray()
+        self._requests: dict[int, _Request] = {}
+        self._active = 0
+        self._begun = 0
+        self._error: RemoteProtocolError | None = None
+        self.peer_closed = False
+        #: True once the connection should be closed after flushing pending output.
+        self.should_close = False
+
+    # -- receiving -------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the transport; ``b""`` signals EOF."""
+        if self._error is not None:
+            raise self._error
+        if not data:
+            if not self.peer_closed:
+                self.peer_closed = True
+                self._events.append(ConnectionClosed(bool(self._buf)))
+            return
+        if self.peer_closed:
+            raise RemoteProtocolError("data received after EOF")
+        buf = self._buf + data if self._buf else bytes(data)
+        pos = 0
+        end = len(buf)
+        try:
+            while end - pos >= HEADER_LENGTH:
+                version, rtype, rid, clen, plen = unpack_header(buf, pos)
+                if version != FCGI_VERSION_1:
+                    raise RemoteProtocolError(f"unsupported FastCGI version {version}")
+                stop = pos + HEADER_LENGTH + clen
+                if stop + plen > end:
+                    break
+                self._record(rtype, rid, buf[pos + HEADER_LENGTH : stop])
+                pos = stop + plen
+        except RemoteProtocolError as exc:
+            self._error = exc
+            self._buf = b""
+            raise
+        self._buf = buf[pos:] if pos < end else b""
+
+    def next_event(self) -> Event | _NeedData:
+        if self._events:
+            ev = self._events.popleft()
+            if type(ev) is StdinReceived:
+                self._queued_stdin -= len(ev.data)
+            return ev
+        return NEED_DATA
+
+    def feed(self, data: bytes) -> list[Event]:
+        """``receive_data(data)`` and take every event it produced."""
+        self.receive_data(data)
+        events = list(self._events)
+        self._events.clear()
+        self._queued_stdin = 0
+        return events
+
+    def data_to_send(self) -> bytes:
+        """Replies the codec produced on its own (management records, refusals)."""
+        if not self._out:
+            return b""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def _record(self, rtype: int, rid: int, content: bytes) -> None:
+        if rid == NULL_REQUEST_ID:
+            self._management(rtype, content)
+            return
+        if rtype not in _KNOWN_TYPES:
+            self._out += encode_record(RecordType.UNKNOWN_TYPE, 0, bytes((rtype,)) + b"\0" * 7)
+            return
+        if rtype in APPLICATION_ONLY_TYPES or rtype == RecordType.GET_VALUES:
+            raise RemoteProtocolError(f"{RecordType(rtype).name} record sent to the application (request {rid})")
+        req = self._requests.get(rid)
+        action = RECEIVE.get((req.state if req is not None else None, rtype))
+        if action is None:
+            state = req.state.name if req is not None else "no active request"
+            raise RemoteProtocolError(f"unexpected {RecordType(rtype).name} for request {rid} in state {state}")
+        if action is Action.STDIN:
+            if content:
+                self._queued_stdin += len(content)
+                if self._queued_stdin > self.max_stdin_buffer:
+                    raise RemoteProtocolError(
+                        f"more than {self.max_stdin_buffer} bytes of request body buffered", 413
+                    )
+                self._events.append(StdinReceived(rid, content))
+            else:
+                if req.role == Role.FILTER:  # type: ignore[union-attr]
+                    req.state = RequestState.DATA  # type: ignore[union-attr]
+                else:
+                    req.state = RequestState.DONE  # type: ignore[union-attr]
+                self._events.append(StdinEnded(rid))
+        elif action is Action.PARAMS:
+            self._params(rid, req, content)  # type: ignore[arg-type]
+        elif action is Action.BEGIN:
+            self._begin(rid, content)
+        elif action is Action.DATA:
+            if content:
+                self._events.append(DataReceived(rid, content))
+            else:
+                req.state = RequestState.DONE  # type: ignore[union-attr]
+                self._events.append(DataEnded(rid))
+        elif action is Action.ABORT:
+            if req.state is RequestState.PARAMS:  # type: ignore[union-attr]
+                # The worker never heard of this request: answer it here.
+                req.state = RequestState.ABORTED  # type: ignore[union-attr]
+                self._out += self.end_request(rid, 0, ProtocolStatus.REQUEST_COMPLETE)
+            else:
+                req.state = RequestState.ABORTED  # type: ignore[union-attr]
+                self._events.append(RequestAborted(rid))
+        # Action.IGNORE: nothing to do
+
+    def _begin(self, rid: int, content: bytes) -> None:
+        role, flags = decode_begin_request(content)
+        keep_conn = bool(flags & FCGI_KEEP_CONN)
+        refusal = None
+        if role not in self.roles:
+            refusal = ProtocolStatus.UNKNOWN_ROLE
+        elif self._active and not self.multiplex:
+            refusal = ProtocolStatus.CANT_MPX_CONN
+        elif self.max_requests is not None and self._begun >= self.max_requests:
+            refusal = ProtocolStatus.OVERLOADED
+        req = _Request(role, keep_conn)
+        self._requests[rid] = req
+        if refusal is not None:
+            req.state = RequestState.ENDED
+            self._out += encode_end_request(rid, 0, refusal)
+            if not keep_conn:
+                self.should_close = True
+            return
+        self._active += 1
+        self._begun += 1
+
+    def _params(self, rid: int, req: _Request, content: bytes) -> None:
+        if content:
+            req.params_size += len(content)
+            if req.params_size > self.max_params_bytes:
+                raise RemoteProtocolError(
+                    f"request {rid}: params exceed {self.max_params_bytes} bytes", 431
+                )
+            req.params.append(content)
+            return
+        block = req.params[0] if len(req.params) == 1 else b"".join(req.params)
+        params = decode_pairs(block, self.max_params_count)
+        req.params = []
+        req.state = RequestState.STDIN
+        self._events.append(RequestReceived(rid, req.role, req.keep_conn, params))
+
+    def _management(self, rtype: int, content: bytes) -> None:
+        if rtype == RecordType.GET_VALUES:
+            values = {
+                FCGI_MAX_CONNS: str(self.max_conns).encode(),
+                FCGI_MAX_REQS: str(self.max_reqs).encode(),
+                FCGI_MPXS_CONNS: b"1" if self.multiplex else b"0",
+            }
+            asked = decode_pairs(content, self.max_params_count)
+            reply = [(name, values[name]) for name, _ in asked if name in values]
+            self._out += encode_record(RecordType.GET_VALUES_RESULT, 0, encode_pairs(reply))
+        elif rtype in _KNOWN_TYPES:
+            raise RemoteProtocolError(f"{RecordType(rtype).name} record with request id 0")
+        else:
+            self._out += encode_record(RecordType.UNKNOWN_TYPE, 0, bytes((rtype,)) + b"\0" * 7)
+
+    # -- sending ---------------------------------------------------------------------
+
+    def _sendable(self, rid: int) -> _Request:
+        req = self._requests.get(rid)
+        if req is None or req.state not in CAN_SEND:
+            state = req.state.name if req is not None else "no active request"
+            raise LocalProtocolError(f"cannot send for request {rid} in state {state}")
+        return req
+
+    def send_stdout(self, rid: int, data: bytes | bytearray | memoryview) -> bytes:
+        self._sendable(rid)
+        return encode_stream(_STDOUT, rid, data)
+
+    def send_stderr(self, rid: int, data: bytes | bytearray | memoryview) -> bytes:
+        self._sendable(rid).stderr_used = True
+        return encode_stream(_STDERR, rid, data)
+
+    def end_request(
+        self, rid: int, app_status: int = 0, protocol_status: int = ProtocolStatus.REQUEST_COMPLETE
+    ) -> bytes:
+        """Close the STDOUT (and STDERR, if used) streams and send END_REQUEST."""
+        req = self._sendable(rid)
+        tail = _EMPTY_STDOUT_HEADERS.get(rid)
+        if tail is None:
+            tail = pack_header(FCGI_VERSION_1, _STDOUT, rid, 0, 0)
+            if len(_EMPTY_STDOUT_HEADERS) < 1024:
+                _EMPTY_STDOUT_HEADERS[rid] = tail
+        if req.stderr_used:
+            tail += pack_header(FCGI_VERSION_1, _STDERR, rid, 0, 0)
+        nxt = AFTER_END[req.state]
+        if nxt is None:
+            del self._requests[rid]
+        else:
+            req.state = nxt
+        self._active -= 1
+        if not req.keep_conn or (self.max_requests is not None and self._begun >= self.max_requests):
+            self.should_close = True
+        return tail + encode_end_request(rid, app_status, protocol_status)
+
+    def send_response(self, rid: int, data: bytes | bytearray | memoryview, app_status: int = 0) -> bytes:
+        """STDOUT ``data`` and end the request, as one buffer (one write)."""
+        if not data:
+            return self.end_request(rid, app_status)
+        self._sendable(rid)
+        return encode_stream(_STDOUT, rid, data) + self.end_request(rid, app_status)
+
+    # -- introspection ---------------------------------------------------------------
+
+    @property
+    def active_requests(self) -> int:
+        """Requests begun and not yet ended by END_REQUEST."""
+        return self._active
+
+    @property
+    def broken(self) -> bool:
+        return self._error is not None

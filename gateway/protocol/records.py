@@ -1,0 +1,149 @@
+"""Record framing: headers, padding, name-value pairs, and stream splitting at 65,535 bytes.
+
+Pure functions over bytes. Encoding never pads (padding is optional in FastCGI 1.0 and
+costs bytes); decoding accepts any padding length.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+
+from .constants import (
+    FCGI_KEEP_CONN,
+    FCGI_VERSION_1,
+    HEADER_LENGTH,
+    MAX_CONTENT_LENGTH,
+    ProtocolStatus,
+    RecordType,
+    Role,
+)
+from .errors import RemoteProtocolError
+
+_HEADER = struct.Struct("!BBHHBx")
+_BEGIN_BODY = struct.Struct("!HB5x")
+_END_BODY = struct.Struct("!LB3x")
+_LEN4 = struct.Struct("!L")
+
+unpack_header = _HEADER.unpack_from
+pack_header = _HEADER.pack
+
+
+def encode_record(rtype: int, request_id: int, content: bytes = b"", padding: int = 0) -> bytes:
+    """One record. ``content`` must fit one record (<= 65,535 bytes)."""
+    n = len(content)
+    if n > MAX_CONTENT_LENGTH:
+        raise ValueError(f"record content of {n} bytes exceeds {MAX_CONTENT_LENGTH}")
+    return _HEADER.pack(FCGI_VERSION_1, rtype, request_id, n, padding) + bytes(content) + b"\0" * padding
+
+
+def encode_stream(rtype: int, request_id: int, data: bytes | bytearray | memoryview) -> bytes:
+    """``data`` as as many records of ``rtype`` as needed (never the empty end record)."""
+    n = len(data)
+    if n <= MAX_CONTENT_LENGTH:
+        if not n:
+            return b""
+        return _HEADER.pack(FCGI_VERSION_1, rtype, request_id, n, 0) + data
+    view = memoryview(data)
+    parts = []
+    for start in range(0, n, MAX_CONTENT_LENGTH):
+        chunk = view[start : start + MAX_CONTENT_LENGTH]
+        parts.append(_HEADER.pack(FCGI_VERSION_1, rtype, request_id, len(chunk), 0))
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def encode_begin_request(request_id: int, role: int = Role.RESPONDER, keep_conn: bool = False) -> bytes:
+    flags = FCGI_KEEP_CONN if keep_conn else 0
+    return encode_record(RecordType.BEGIN_REQUEST, request_id, _BEGIN_BODY.pack(role, flags))
+
+
+def decode_begin_request(content: bytes | memoryview) -> tuple[int, int]:
+    """(role, flags) from a BEGIN_REQUEST body."""
+    if len(content) != 8:
+        raise RemoteProtocolError(f"FCGI_BEGIN_REQUEST body must be 8 bytes, got {len(content)}")
+    role, flags = _BEGIN_BODY.unpack_from(content)
+    return role, flags
+
+
+def encode_end_request(request_id: int, app_status: int = 0, protocol_status: int = ProtocolStatus.REQUEST_COMPLETE) -> bytes:
+    return _HEADER.pack(FCGI_VERSION_1, RecordType.END_REQUEST, request_id, 8, 0) + _END_BODY.pack(
+        app_status & 0xFFFFFFFF, protocol_status
+    )
+
+
+def decode_end_request(content: bytes | memoryview) -> tuple[int, int]:
+    """(app_status, protocol_status) from an END_REQUEST body."""
+    if len(content) != 8:
+        raise RemoteProtocolError(f"FCGI_END_REQUEST body must be 8 bytes, got {len(content)}")
+    return _END_BODY.unpack_from(content)
+
+
+def _encode_length(n: int) -> bytes:
+    if n < 128:
+        return bytes((n,))
+    if n > 0x7FFFFFFF:
+        raise ValueError(f"name or value of {n} bytes is too long for FastCGI")
+    return _LEN4.pack(n | 0x80000000)
+
+
+def encode_pairs(pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """Name-value pairs body (1-byte lengths below 128, else 4-byte)."""
+    out = bytearray()
+    for name, value in pairs:
+        out += _encode_length(len(name))
+        out += _encode_length(len(value))
+        out += name
+        out += value
+    return bytes(out)
+
+
+def decode_pairs(data: bytes | bytearray, max_count: int | None = None) -> list[tuple[bytes, bytes]]:
+    """Parse a complete name-value pairs body into an ordered multi-list of bytes.
+
+    Raises RemoteProtocolError for a truncated body or more than ``max_count`` pairs.
+    """
+    pairs: list[tuple[bytes, bytes]] = []
+    append = pairs.append
+    pos = 0
+    end = len(data)
+    try:
+        while pos < end:
+            n = data[pos]
+            if n & 0x80:
+                n = _LEN4.unpack_from(data, pos)[0] & 0x7FFFFFFF
+                pos += 4
+            else:
+                pos += 1
+            v = data[pos]
+            if v & 0x80:
+                v = _LEN4.unpack_from(data, pos)[0] & 0x7FFFFFFF
+                pos += 4
+            else:
+                pos += 1
+            stop = pos + n + v
+            if stop > end:
+                raise RemoteProtocolError("name-value pair runs past the end of its stream")
+            name = bytes(data[pos : pos + n])
+            append((name, bytes(data[pos + n : stop])))
+            pos = stop
+            if max_count is not None and len(pairs) > max_count:
+                raise RemoteProtocolError(f"more than {max_count} name-value pairs", 431)
+    except (IndexError, struct.error):
+        raise RemoteProtocolError("truncated name-value pair length") from None
+    return pairs
+
+
+__all__ = [
+    "HEADER_LENGTH",
+    "decode_begin_request",
+    "decode_end_request",
+    "decode_pairs",
+    "encode_begin_request",
+    "encode_end_request",
+    "encode_pairs",
+    "encode_record",
+    "encode_stream",
+    "pack_header",
+    "unpack_header",
+]
