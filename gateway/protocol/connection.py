@@ -193,12 +193,16 @@ class FastCGIConnection:
             self._out += encode_record(RecordType.UNKNOWN_TYPE, 0, bytes((rtype,)) + b"\0" * 7)
             return
         if rtype in APPLICATION_ONLY_TYPES or rtype == RecordType.GET_VALUES:
-            raise RemoteProtocolError(f"{RecordType(rtype).name} record sent to the application (request {rid})")
+            raise RemoteProtocolError(
+                f"{RecordType(rtype).name} record sent to the application (request {rid})"
+            )
         req = self._requests.get(rid)
         action = RECEIVE.get((req.state if req is not None else None, rtype))
         if action is None:
             state = req.state.name if req is not None else "no active request"
-            raise RemoteProtocolError(f"unexpected {RecordType(rtype).name} for request {rid} in state {state}")
+            raise RemoteProtocolError(
+                f"unexpected {RecordType(rtype).name} for request {rid} in state {state}"
+            )
         if action is Action.STDIN:
             if content:
                 self._queued_stdin += len(content)
@@ -258,9 +262,7 @@ class FastCGIConnection:
         if content:
             req.params_size += len(content)
             if req.params_size > self.max_params_bytes:
-                raise RemoteProtocolError(
-                    f"request {rid}: params exceed {self.max_params_bytes} bytes", 431
-                )
+                raise RemoteProtocolError(f"request {rid}: params exceed {self.max_params_bytes} bytes", 431)
             req.params.append(content)
             return
         block = req.params[0] if len(req.params) == 1 else b"".join(req.params)
@@ -277,7 +279,9 @@ class FastCGIConnection:
                 FCGI_MPXS_CONNS: b"1" if self.multiplex else b"0",
             }
             asked = decode_pairs(content, self.max_params_count)
-            reply = [(name, values[name]) for name, _ in asked if name in values]
+            # Each known name is answered once, in the order first asked: a query repeating a
+            # name must not grow the reply past one record (ValueError in encode_record).
+            reply = [(name, values.pop(name)) for name, _ in asked if name in values]
             self._out += encode_record(RecordType.GET_VALUES_RESULT, 0, encode_pairs(reply))
         elif rtype in _KNOWN_TYPES:
             raise RemoteProtocolError(f"{RecordType(rtype).name} record with request id 0")

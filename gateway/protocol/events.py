@@ -58,4 +58,6 @@ class ConnectionClosed(NamedTuple):
     incomplete: bool = False
 
 
-Event = Union[RequestReceived, StdinReceived, StdinEnded, DataReceived, DataEnded, RequestAborted, ConnectionClosed]
+Event = Union[
+    RequestReceived, StdinReceived, StdinEnded, DataReceived, DataEnded, RequestAborted, ConnectionClosed
+]

@@ -66,7 +66,9 @@ def decode_begin_request(content: bytes | memoryview) -> tuple[int, int]:
     return role, flags
 
 
-def encode_end_request(request_id: int, app_status: int = 0, protocol_status: int = ProtocolStatus.REQUEST_COMPLETE) -> bytes:
+def encode_end_request(
+    request_id: int, app_status: int = 0, protocol_status: int = ProtocolStatus.REQUEST_COMPLETE
+) -> bytes:
     return _HEADER.pack(FCGI_VERSION_1, RecordType.END_REQUEST, request_id, 8, 0) + _END_BODY.pack(
         app_status & 0xFFFFFFFF, protocol_status
     )

@@ -1,0 +1,16 @@
+"""WSGI entry point: ``fcgi-gateway --chdir examples/django_site mysite.wsgi:application``.
+
+Importing this module also runs mysite/bootstrap.py (migrations on first run).
+"""
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
+
+application = get_wsgi_application()
+
+from mysite.bootstrap import ensure_database  # noqa: E402  (needs django.setup() first)
+
+ensure_database()

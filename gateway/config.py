@@ -1,0 +1,117 @@
+"""The one immutable Config, and the unit-aware parsers for sizes and durations.
+
+``Config`` is built once (by ``gateway.cli`` from the command line, the environment and an
+optional TOML file) and passed everywhere read-only. Field names carry their units
+(``*_bytes``, ``*_s``). ``parse_size``/``parse_duration`` reject nonsense instead of guessing
+(PITFALLS peer bug 20: "256m" must never become 256 bytes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?", re.IGNORECASE)
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_size(value: str | int) -> int:
+    """Bytes from ``"512"``, ``"64K"``, ``"256M"``, ``"1G"``, ``"1.5GiB"`` (binary units)."""
+    if isinstance(value, bool):
+        raise ConfigError(f"invalid size {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ConfigError(f"size must not be negative: {value}")
+        return value
+    m = _SIZE_RE.match(str(value))
+    if not m or (m.group(3) and m.group(3).lower() == "i"):
+        raise ConfigError(f"invalid size {value!r} (use a number with an optional unit K, M, G or T)")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Seconds from ``"30"``, ``"500ms"``, ``"2m"``, ``"1h30m"``, ``"1.5s"``."""
+    if isinstance(value, bool):
+        raise ConfigError(f"invalid duration {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ConfigError(f"duration must not be negative: {value}")
+        return float(value)
+    text = str(value).strip()
+    total = 0.0
+    pos = 0
+    for m in _DURATION_RE.finditer(text):
+        if m.start() != pos or not m.group(0):
+            break
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2).lower() if m.group(2) else None]
+        pos = m.end()
+    if not text or pos != len(text):
+        raise ConfigError(f"invalid duration {value!r} (use e.g. 30, 500ms, 2m, 1h30m)")
+    return total
+
+
+INTERFACES = ("auto", "asgi", "wsgi")
+WORKER_KINDS = ("auto", "async", "sync")
+LIFESPAN_MODES = ("auto", "on", "off")
+LOOPS = ("auto", "asyncio", "uvloop")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the server needs, fixed at start-up."""
+
+    app: str = ""
+    factory: bool = False
+    chdir: str | None = None
+    app_dir: str = "."
+    interface: str = "auto"
+    worker: str = "auto"
+    binds: tuple[str, ...] = ("127.0.0.1:9000",)
+    backlog: int = 2048
+    socket_mode: int = 0o660
+    socket_owner: str | None = None
+    root_path: str = ""
+    lifespan: str = "auto"
+    loop: str = "auto"
+    log_level: str = "info"
+    debug: bool = False
+    graceful_timeout_s: float = 30.0
+    workers: int = 1
+    threads: int = 1
+    bridge_threads: int = 10
+    max_params_bytes: int = 256 * 1024
+    max_params_count: int = 1000
+    max_body_bytes: int | None = None
+    max_requests_per_connection: int | None = None
+    max_connections: int = 1024
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("interface", INTERFACES),
+            ("worker", WORKER_KINDS),
+            ("lifespan", LIFESPAN_MODES),
+            ("loop", LOOPS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+        if not self.binds:
+            raise ConfigError("at least one bind address is needed")
+        if self.workers < 1 or self.threads < 1 or self.bridge_threads < 1:
+            raise ConfigError("workers, threads and bridge threads must be at least 1")
+        # A world-writable socket lets any local user talk to the app as the web server.
+        if self.socket_mode & 0o002 and not self.extra.get("allow_world_writable_socket"):
+            raise ConfigError(f"socket mode {self.socket_mode:#o} is world-writable; refusing")
+
+    @classmethod
+    def field_names(cls) -> frozenset[str]:
+        return frozenset(f.name for f in dataclasses.fields(cls))
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,109 @@
+"""Loading the user's application from ``"package.module:attribute"`` and detecting its
+interface (ASGI 3, ASGI 2 or WSGI).
+
+Errors are AppLoadError with a message that tells apart a module that does not exist, an
+ImportError raised *inside* the user's module (with the original traceback kept as the
+cause), and a missing attribute.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from .errors import AppLoadError
+
+
+def import_from_string(spec: str) -> Any:
+    module_name, sep, attrs = spec.partition(":")
+    if not sep or not module_name or not attrs:
+        raise AppLoadError(f"application must be given as 'module:attribute', got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing == module_name or module_name.startswith(missing + "."):
+            raise AppLoadError(
+                f"could not import module {module_name!r}: no module named {missing!r} "
+                f"(working directory {os.getcwd()!r}; use --chdir or --app-dir)"
+            ) from None
+        raise AppLoadError(f"error while importing {module_name!r}: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        raise AppLoadError(f"error while importing {module_name!r}: {type(exc).__name__}: {exc}") from exc
+    obj: Any = module
+    for attr in attrs.split("."):
+        try:
+            obj = getattr(obj, attr)
+        except AttributeError:
+            raise AppLoadError(f"attribute {attrs!r} not found in module {module_name!r}") from None
+    return obj
+
+
+def load_app(spec: str, *, factory: bool = False, app_dir: str | None = ".") -> Any:
+    """Import the application object (calling it first when ``factory`` is set)."""
+    if app_dir is not None:
+        path = os.path.abspath(app_dir)
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    app = import_from_string(spec)
+    if factory:
+        if not callable(app):
+            raise AppLoadError(f"--factory given but {spec!r} is not callable")
+        try:
+            app = app()
+        except Exception as exc:
+            raise AppLoadError(f"application factory {spec!r} raised {type(exc).__name__}: {exc}") from exc
+    if not callable(app):
+        raise AppLoadError(f"{spec!r} is not callable (got {type(app).__name__})")
+    return app
+
+
+def _positional_count(fn: Callable[..., Any]) -> int | None:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    params = list(sig.parameters.values())
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        return None
+    return sum(1 for p in params if p.kind in kinds)
+
+
+def detect_interface(app: Any) -> str:
+    """``"asgi3"``, ``"asgi2"`` or ``"wsgi"``; AppLoadError when it cannot be told."""
+    if inspect.isclass(app):
+        return "asgi3" if hasattr(app, "__await__") else "asgi2"
+    target = app if inspect.isfunction(app) or inspect.ismethod(app) else getattr(app, "__call__", None)  # noqa: B004
+    if target is None:
+        raise AppLoadError("application is not callable")
+    if inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(app):
+        return "asgi3"
+    count = _positional_count(target)
+    if count == 2:
+        return "wsgi"
+    if count == 1:
+        return "asgi2"
+    if count == 3:
+        return "asgi3"
+    raise AppLoadError(
+        f"cannot tell whether {app!r} is an ASGI or a WSGI application; pass --interface asgi or wsgi"
+    )
+
+
+def resolve_interface(app: Any, requested: str) -> str:
+    """The interface to serve: ``"asgi"`` or ``"wsgi"``, honouring ``--interface``."""
+    if requested in ("asgi", "wsgi"):
+        return requested
+    return "wsgi" if detect_interface(app) == "wsgi" else "asgi"
+
+
+def as_asgi3(app: Any) -> Any:
+    """Wrap an ASGI 2 application as ASGI 3 (no-op for ASGI 3)."""
+    from asgiref.compatibility import guarantee_single_callable
+
+    return guarantee_single_callable(app)

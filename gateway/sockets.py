@@ -1,0 +1,221 @@
+"""Listening sockets: parse bind addresses, bind TCP and unix sockets, adopt inherited ones.
+
+Supported: ``host:port``, ``[v6]:port``, ``unix:/path`` (mode and owner settable, never
+world-writable by default, a stale socket file from a dead server removed safely),
+``fd://N``, systemd socket activation (LISTEN_FDS/LISTEN_PID) and a listening socket on
+fd 0 (the FCGI_LISTENSOCK_FILENO convention of mod_fcgid and spawn-fcgi).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import grp
+import os
+import pwd
+import socket
+import stat
+from dataclasses import dataclass
+
+from .errors import BindError, ConfigError
+
+SD_LISTEN_FDS_START = 3
+
+
+@dataclass(frozen=True)
+class BindSpec:
+    kind: str  # "tcp" | "unix" | "fd"
+    host: str = ""
+    port: int = 0
+    path: str = ""
+    fd: int = -1
+
+    def __str__(self) -> str:
+        if self.kind == "unix":
+            return f"unix:{self.path}"
+        if self.kind == "fd":
+            return f"fd://{self.fd}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_bind(text: str) -> BindSpec:
+    text = text.strip()
+    if text.startswith("unix:"):
+        path = text[5:]
+        if not path:
+            raise ConfigError("unix: bind needs a path, e.g. unix:/run/app.sock")
+        return BindSpec("unix", path=os.path.abspath(path))
+    if text.startswith("fd://"):
+        try:
+            return BindSpec("fd", fd=int(text[5:]))
+        except ValueError:
+            raise ConfigError(f"invalid file descriptor in {text!r}") from None
+    if text.startswith("/"):
+        return BindSpec("unix", path=text)
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep:
+            raise ConfigError(f"invalid IPv6 bind {text!r}; use [::1]:9000")
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            host, port = text, "9000"
+    try:
+        port_no = int(port)
+    except ValueError:
+        raise ConfigError(f"invalid port in bind {text!r}") from None
+    if not 0 <= port_no <= 65535:
+        raise ConfigError(f"port out of range in bind {text!r}")
+    return BindSpec("tcp", host=host or "127.0.0.1", port=port_no)
+
+
+def _remove_stale_unix_socket(path: str) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise BindError(f"{path} exists and is not a socket; refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)  # nobody listens: a stale file left by a dead server
+        return
+    except OSError as exc:
+        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            return
+        raise BindError(f"cannot probe existing socket {path}: {exc}") from exc
+    finally:
+        probe.close()
+    raise BindError(f"another server is already listening on {path}")
+
+
+def _chown(path: str, owner: str) -> None:
+    user, _, group = owner.partition(":")
+    try:
+        uid = pwd.getpwnam(user).pw_uid if user else -1
+        gid = grp.getgrnam(group).gr_gid if group else -1
+    except KeyError as exc:
+        raise ConfigError(f"unknown socket owner {owner!r}: {exc}") from None
+    os.chown(path, uid, gid)
+
+
+def bind_socket(
+    spec: BindSpec, *, backlog: int = 2048, mode: int = 0o660, owner: str | None = None
+) -> socket.socket:
+    """Create, bind and listen. The caller owns the returned socket."""
+    if spec.kind == "fd":
+        return adopt_fd(spec.fd)
+    if spec.kind == "unix":
+        _remove_stale_unix_socket(spec.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o777 & ~mode)
+        try:
+            sock.bind(spec.path)
+        except OSError as exc:
+            sock.close()
+            raise BindError(f"cannot bind unix:{spec.path}: {exc.strerror}") from exc
+        finally:
+            os.umask(old_umask)
+        os.chmod(spec.path, mode)
+        if owner:
+            _chown(spec.path, owner)
+    else:
+        family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((spec.host, spec.port))
+        except OSError as exc:
+            sock.close()
+            raise BindError(f"cannot bind {spec}: {exc.strerror}") from exc
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.listen(backlog)
+    return sock
+
+
+def adopt_fd(fd: int) -> socket.socket:
+    """A listening socket inherited on ``fd``; BindError when it is not one."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise BindError(f"fd {fd} is not a socket: {exc.strerror}") from exc
+    try:
+        listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+    except OSError:
+        listening = 0
+    if not listening or sock.type != socket.SOCK_STREAM:
+        sock.detach()
+        raise BindError(f"fd {fd} is not a listening stream socket")
+    return sock
+
+
+def systemd_sockets(environ: dict[str, str] | None = None) -> list[socket.socket]:
+    """Sockets passed by systemd socket activation (LISTEN_FDS for this pid), else []."""
+    env = os.environ if environ is None else environ
+    if env.get("LISTEN_PID") not in (None, str(os.getpid())):
+        return []
+    try:
+        count = int(env.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return []
+    socks = [adopt_fd(SD_LISTEN_FDS_START + i) for i in range(count)]
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    return socks
+
+
+def fd0_socket() -> socket.socket | None:
+    """fd 0 when it is a listening socket (mod_fcgid / spawn-fcgi), else None."""
+    try:
+        mode = os.fstat(0).st_mode
+    except OSError:
+        return None
+    if not stat.S_ISSOCK(mode):
+        return None
+    try:
+        return adopt_fd(0)
+    except BindError:
+        return None
+
+
+def describe(sock: socket.socket) -> str:
+    name = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{name}"
+    if sock.family == socket.AF_INET6:
+        return f"[{name[0]}]:{name[1]}"
+    return f"{name[0]}:{name[1]}"
+
+
+def create_sockets(
+    binds: tuple[str, ...], *, backlog: int, mode: int, owner: str | None, use_inherited: bool = True
+) -> list[socket.socket]:
+    """Inherited sockets when present (systemd, then fd 0), else the configured binds."""
+    if use_inherited:
+        inherited = systemd_sockets()
+        if inherited:
+            return inherited
+    socks: list[socket.socket] = []
+    try:
+        for text in binds:
+            socks.append(bind_socket(parse_bind(text), backlog=backlog, mode=mode, owner=owner))
+    except BaseException:
+        for s in socks:
+            s.close()
+        raise
+    return socks
+
+
+def cleanup_unix_sockets(socks: list[socket.socket]) -> None:
+    """Remove the socket files this process created (after closing)."""
+    for s in socks:
+        if s.family == socket.AF_UNIX:
+            with contextlib.suppress(OSError):
+                path = s.getsockname()
+                if path and isinstance(path, str):
+                    os.unlink(path)

@@ -1,0 +1,1 @@
+"""Worker kinds: the async worker (asyncio, ASGI) and the sync worker (blocking, WSGI)."""

@@ -1,0 +1,323 @@
+"""The async worker: an ``asyncio.Protocol`` per FastCGI connection serving an ASGI app.
+
+Strategy
+--------
+``AsyncWorker.serve`` runs lifespan startup, snapshots the baseline contextvars Context,
+starts one asyncio server per listening socket and waits for a stop signal (recorded by a
+loop signal handler; acted on here). Each connection gets a ``FastCGIProtocol`` owning one
+sans-IO ``FastCGIConnection``; each request is an ``ASGICycle`` run as a task in a fresh
+copy of the baseline Context.
+
+Flow control both ways: request body beyond ``BODY_HIGH_WATER`` waiting for the app pauses
+reading the socket; response writes await ``drain`` while the transport is over its high
+water mark (PITFALLS peer bug 5).
+
+Graceful stop: stop accepting, close idle keep-alive connections, let in-flight requests
+finish (closing their connections as they end) for ``graceful_timeout_s``, cancel the rest,
+run lifespan shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import signal
+import socket
+import time
+from typing import Any
+
+from ..asgi.cycle import ASGICycle
+from ..asgi.lifespan import Lifespan
+from ..asgi.scope import build_scope
+from ..config import Config
+from ..protocol import (
+    ConnectionClosed,
+    FastCGIConnection,
+    RemoteProtocolError,
+    RequestAborted,
+    RequestReceived,
+    StdinEnded,
+    StdinReceived,
+)
+from ..protocol.records import encode_end_request, encode_stream
+from ..response import error_response
+from ..sockets import describe
+
+logger = logging.getLogger("gateway.error")
+
+
+class FastCGIProtocol(asyncio.Protocol):
+    def __init__(self, server: AsyncWorker) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.transport: asyncio.Transport | None = None
+        self.conn = FastCGIConnection(
+            multiplex=True,
+            max_conns=server.config.max_connections,
+            max_reqs=server.config.max_connections,
+            max_params_bytes=server.config.max_params_bytes,
+            max_params_count=server.config.max_params_count,
+            max_requests=server.config.max_requests_per_connection,
+        )
+        self.cycles: dict[int, ASGICycle] = {}
+        self.write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._paused_by: set[ASGICycle] = set()
+        self.closed = False
+
+    # -- transport callbacks ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.server.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        try:
+            events = conn.feed(data)
+        except RemoteProtocolError as exc:
+            self._protocol_error(exc)
+            return
+        out = conn.data_to_send()
+        if out:
+            self.transport.write(out)  # type: ignore[union-attr]
+        cycles = self.cycles
+        for ev in events:
+            kind = type(ev)
+            if kind is StdinReceived:
+                cycle = cycles.get(ev.request_id)
+                if cycle is not None:
+                    self._body(cycle, ev.data)
+            elif kind is RequestReceived:
+                self._start(ev)
+            elif kind is StdinEnded:
+                cycle = cycles.get(ev.request_id)
+                if cycle is not None:
+                    cycle.end_body()
+            elif kind is RequestAborted:
+                cycle = cycles.get(ev.request_id)
+                if cycle is not None:
+                    logger.info("request %d aborted by the web server", ev.request_id)
+                    cycle.abort()
+            elif kind is ConnectionClosed:
+                pass  # connection_lost follows
+        if conn.should_close and not conn.active_requests:
+            self.close()
+
+    def eof_received(self) -> bool | None:
+        self._disconnect_all()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._disconnect_all()
+        self.server.connections.discard(self)
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+
+    # -- used by the cycles ----------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if not self.closed:
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    async def drain(self) -> None:
+        if self.write_paused and not self.closed:
+            waiter = self.loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
+
+    def pause_reading_for(self, cycle: ASGICycle) -> None:
+        if not self._paused_by and not self.closed:
+            self.transport.pause_reading()  # type: ignore[union-attr]
+        self._paused_by.add(cycle)
+
+    def resume_reading_for(self, cycle: ASGICycle) -> None:
+        if cycle in self._paused_by:
+            self._paused_by.discard(cycle)
+            if not self._paused_by and not self.closed:
+                self.transport.resume_reading()  # type: ignore[union-attr]
+
+    def cycle_finished(self, cycle: ASGICycle) -> None:
+        """END_REQUEST for ``cycle`` was written: detach it (race-free id reuse)."""
+        if self.cycles.get(cycle.rid) is cycle:
+            del self.cycles[cycle.rid]
+        self.resume_reading_for(cycle)
+        if not self.conn.active_requests and (self.conn.should_close or self.server.stopping):
+            self.close()
+
+    # -- internals -------------------------------------------------------------------
+
+    def _start(self, ev: RequestReceived) -> None:
+        server = self.server
+        scope = build_scope(
+            ev.params, root_path=server.root_path, state=server.state, role=ev.role, request_id=ev.request_id
+        )
+        cycle = ASGICycle(self, ev.request_id, scope)
+        self.cycles[ev.request_id] = cycle
+        server.start_cycle(cycle)
+
+    def _body(self, cycle: ASGICycle, data: bytes) -> None:
+        limit = self.server.config.max_body_bytes
+        if limit is not None:
+            cycle.received += len(data)
+            if cycle.received > limit and not cycle.started:
+                logger.warning("request body over --max-body-size (%d bytes): 413", limit)
+                cycle.fail(413)
+                cycle.disconnect()
+                return
+        cycle.feed_body(data)
+
+    def _disconnect_all(self) -> None:
+        if self.cycles:
+            for cycle in list(self.cycles.values()):
+                cycle.disconnect()
+            self.cycles.clear()
+        self._paused_by.clear()
+
+    def _protocol_error(self, exc: RemoteProtocolError) -> None:
+        rid = getattr(exc, "request_id", None)
+        logger.warning("FastCGI protocol error from %s: %s; closing the connection", self._peer(), exc)
+        if rid and exc.status_hint in (413, 431) and not self.closed:
+            # The request never reached the app: answer it before closing.
+            body = error_response(exc.status_hint)
+            self.transport.write(  # type: ignore[union-attr]
+                encode_stream(6, rid, body) + encode_stream(6, rid, b"") + encode_end_request(rid, 1)
+            )
+        self.close()
+
+    def _peer(self) -> str:
+        try:
+            peer = self.transport.get_extra_info("peername")  # type: ignore[union-attr]
+        except Exception:
+            return "?"
+        return str(peer) if peer else "unix socket peer"
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._disconnect_all()
+            self.transport.close()  # type: ignore[union-attr]
+
+    def close_if_idle(self) -> None:
+        if not self.conn.active_requests:
+            self.close()
+
+
+class AsyncWorker:
+    """Serves an ASGI 3 application on already-bound listening sockets."""
+
+    def __init__(self, config: Config, app: Any, sockets: list[socket.socket]) -> None:
+        self.config = config
+        self.app = app
+        self.sockets = sockets
+        self.root_path = config.root_path
+        self.debug = config.debug
+        self.state: dict[str, Any] | None = None
+        self.connections: set[FastCGIProtocol] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.stopping = False
+        self.requests_served = 0
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._stop: asyncio.Event | None = None
+        self._baseline: contextvars.Context | None = None
+        self.signal_received: int | None = None
+
+    # -- running ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Blocking entry point: pick the event loop, serve until stopped."""
+        use_uvloop = self.config.loop == "uvloop"
+        if self.config.loop == "auto":
+            try:
+                import uvloop
+
+                use_uvloop = True
+            except ImportError:
+                use_uvloop = False
+        if use_uvloop:
+            import uvloop
+
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        asyncio.run(self.serve())
+
+    def _on_signal(self, signum: int) -> None:
+        # Runs in the loop (add_signal_handler), but still only records: serve() acts.
+        self.signal_received = signum
+        if self._stop is not None:
+            self._stop.set()
+
+    def request_stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    async def serve(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            self.loop.add_signal_handler(sig, self._on_signal, sig)
+        lifespan = Lifespan(self.app, self.config.lifespan)
+        await lifespan.startup()
+        if lifespan.supported:
+            self.state = lifespan.state
+        self._baseline = contextvars.copy_context()
+        servers = []
+        for sock in self.sockets:
+            factory = self._protocol_factory
+            if sock.family == socket.AF_UNIX:
+                srv = await self.loop.create_unix_server(factory, sock=sock, backlog=self.config.backlog)
+            else:
+                srv = await self.loop.create_server(factory, sock=sock, backlog=self.config.backlog)
+            servers.append(srv)
+            logger.info("serving ASGI on %s (async worker, %s)", describe(sock), type(self.loop).__module__)
+        await self._stop.wait()
+        logger.info(
+            "stopping: %s", signal.Signals(self.signal_received).name if self.signal_received else "requested"
+        )
+        await self._shutdown(servers)
+        await lifespan.shutdown()
+
+    def _protocol_factory(self) -> FastCGIProtocol:
+        return FastCGIProtocol(self)
+
+    def start_cycle(self, cycle: ASGICycle) -> None:
+        task = self.loop.create_task(cycle.run(self.app), context=self._baseline.copy())  # type: ignore[union-attr]
+        self.tasks.add(task)
+
+    def request_done(self, cycle: ASGICycle) -> None:
+        self.requests_served += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.discard(task)  # type: ignore[arg-type]
+
+    async def _shutdown(self, servers: list[asyncio.AbstractServer]) -> None:
+        self.stopping = True
+        for srv in servers:
+            srv.close()
+        for proto in list(self.connections):
+            proto.close_if_idle()
+        deadline = time.monotonic() + self.config.graceful_timeout_s
+        while (self.tasks or self.connections) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            for proto in list(self.connections):
+                proto.close_if_idle()
+        if self.tasks:
+            logger.warning("graceful timeout: cancelling %d unfinished request(s)", len(self.tasks))
+            for task in list(self.tasks):
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        for proto in list(self.connections):
+            proto.close()

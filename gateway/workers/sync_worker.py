@@ -1,0 +1,273 @@
+"""The sync worker: a blocking FastCGI loop that calls a WSGI app on its own thread.
+
+Strategy
+--------
+One epoll set holds the listening sockets (EPOLLEXCLUSIVE, so prefork siblings do not
+all wake for one connection), a wake-up pipe for signals, and idle keep-alive
+connections. A request is served start to finish before the next is looked at (the
+PHP-FPM/uWSGI model), but idle keep-alive connections never block the worker: whichever
+connection or listener becomes readable first is served, so nginx's upstream keepalive
+cache cannot starve new connections.
+
+A new connection is read optimistically (MSG_DONTWAIT) right after accept: nginx sends
+BEGIN_REQUEST, PARAMS and STDIN in its first write, so most requests are served without
+another epoll round trip. The environ is built straight from the params; ``wsgi.input``
+pulls further STDIN records from the same socket only when the app reads. Each request
+runs in a fresh copy of the baseline contextvars Context.
+
+Signals only record (and wake epoll through set_wakeup_fd); the loop stops accepting
+after the current request, closes idle connections and returns.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import errno
+import logging
+import os
+import select
+import signal
+import socket
+from typing import Any
+
+from ..config import Config
+from ..protocol import (
+    ConnectionClosed,
+    FastCGIConnection,
+    RemoteProtocolError,
+    RequestAborted,
+    RequestReceived,
+    StdinEnded,
+    StdinReceived,
+)
+from ..response import error_response
+from ..sockets import describe
+from ..wsgi.environ import build_environ
+from ..wsgi.handler import WSGIResponder
+from ..wsgi.streams import ErrorStream, FileWrapper, InputStream
+
+logger = logging.getLogger("gateway.error")
+
+RECV_SIZE = 256 * 1024
+EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
+
+
+class _Conn:
+    __slots__ = ("codec", "dead", "fd", "input", "request", "sock")
+
+    def __init__(self, sock: socket.socket, codec: FastCGIConnection) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.codec = codec
+        self.request: RequestReceived | None = None
+        self.input: InputStream | None = None
+        self.dead = False
+
+
+class SyncWorker:
+    """Serves a WSGI application, one request at a time, on bound listening sockets."""
+
+    multithread = False
+
+    def __init__(self, config: Config, app: Any, sockets: list[socket.socket]) -> None:
+        self.config = config
+        self.app = app
+        self.sockets = sockets
+        self.stopping = False
+        self.signal_received: int | None = None
+        self.requests_served = 0
+        self._conns: dict[int, _Conn] = {}
+        self._listeners: dict[int, socket.socket] = {}
+        self._base = {
+            "wsgi.version": (1, 0),
+            "wsgi.multithread": self.multithread,
+            "wsgi.multiprocess": config.workers > 1,
+            "wsgi.run_once": False,
+            "wsgi.file_wrapper": FileWrapper,
+            "wsgi.input_terminated": True,
+        }
+
+    # -- signals -----------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.signal_received = signum  # recorded only; the loop acts
+
+    def _install_signals(self) -> tuple[int, int]:
+        rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(sig, self._on_signal)
+        return rfd, wfd
+
+    # -- main loop ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        rfd, wfd = self._install_signals()
+        self._baseline = contextvars.copy_context()
+        ep = select.epoll()
+        self._ep = ep
+        for sock in self.sockets:
+            sock.setblocking(False)
+            self._listeners[sock.fileno()] = sock
+            ep.register(sock.fileno(), select.EPOLLIN | EPOLLEXCLUSIVE)
+            logger.info("serving WSGI on %s (sync worker)", describe(sock))
+        ep.register(rfd, select.EPOLLIN)
+        try:
+            while self.signal_received is None:
+                try:
+                    ready = ep.poll(1.0)
+                except InterruptedError:
+                    continue
+                for fd, _mask in ready:
+                    if fd in self._listeners:
+                        self._accept(self._listeners[fd])
+                    elif fd == rfd:
+                        try:
+                            os.read(rfd, 512)
+                        except BlockingIOError:
+                            pass
+                    else:
+                        conn = self._conns.get(fd)
+                        if conn is not None:
+                            self._readable(conn)
+                    if self.signal_received is not None:
+                        break
+            logger.info("stopping: %s", signal.Signals(self.signal_received).name)
+        finally:
+            for conn in list(self._conns.values()):
+                self._close(conn)
+            ep.close()
+            signal.set_wakeup_fd(-1)
+            os.close(rfd)
+            os.close(wfd)
+
+    def _accept(self, listener: socket.socket) -> None:
+        try:
+            sock, _addr = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return  # a sibling worker took it
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                logger.error("accept failed: %s", exc)
+                return
+            raise
+        sock.setblocking(True)
+        cfg = self.config
+        codec = FastCGIConnection(
+            multiplex=False,
+            max_conns=cfg.max_connections,
+            max_reqs=1,
+            max_params_bytes=cfg.max_params_bytes,
+            max_params_count=cfg.max_params_count,
+            max_requests=cfg.max_requests_per_connection,
+        )
+        conn = _Conn(sock, codec)
+        self._conns[conn.fd] = conn
+        try:
+            data = sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            self._ep.register(conn.fd, select.EPOLLIN)
+            return
+        except OSError:
+            self._close(conn)
+            return
+        self._ep.register(conn.fd, select.EPOLLIN)
+        self._process(conn, data)
+
+    def _readable(self, conn: _Conn) -> None:
+        try:
+            data = conn.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._close(conn)
+            return
+        self._process(conn, data)
+
+    def _close(self, conn: _Conn) -> None:
+        if self._conns.pop(conn.fd, None) is not None:
+            try:
+                self._ep.unregister(conn.fd)
+            except (OSError, ValueError):
+                pass
+            conn.sock.close()
+
+    # -- protocol ----------------------------------------------------------------------
+
+    def _feed(self, conn: _Conn, data: bytes) -> bool:
+        """Feed bytes and dispatch events; False when the connection must be dropped."""
+        try:
+            events = conn.codec.feed(data)
+        except RemoteProtocolError as exc:
+            logger.warning("FastCGI protocol error: %s; closing the connection", exc)
+            if conn.input is not None:
+                conn.input.disconnect()
+            conn.dead = True
+            return False
+        out = conn.codec.data_to_send()
+        if out:
+            try:
+                conn.sock.sendall(out)
+            except OSError:
+                conn.dead = True
+                return False
+        for ev in events:
+            kind = type(ev)
+            if kind is StdinReceived:
+                if conn.input is not None:
+                    conn.input.feed(ev.data)
+            elif kind is RequestReceived:
+                conn.request = ev
+                conn.input = InputStream(lambda c=conn: self._pull(c))
+            elif kind is StdinEnded:
+                if conn.input is not None:
+                    conn.input.end()
+            elif kind is RequestAborted or kind is ConnectionClosed:
+                if conn.input is not None:
+                    conn.input.disconnect()
+                if kind is ConnectionClosed:
+                    conn.dead = True
+        return True
+
+    def _pull(self, conn: _Conn) -> None:
+        """Blocking read of more request body for ``wsgi.input``."""
+        try:
+            data = conn.sock.recv(RECV_SIZE)
+        except OSError:
+            data = b""
+        if not self._feed(conn, data) and conn.input is not None:
+            conn.input.disconnect()
+
+    def _process(self, conn: _Conn, data: bytes) -> None:
+        if not self._feed(conn, data):
+            self._close(conn)
+            return
+        while conn.request is not None and not conn.dead:
+            req = conn.request
+            conn.request = None
+            self._serve(conn, req)
+        if conn.dead or (conn.codec.should_close and not conn.codec.active_requests):
+            self._close(conn)
+
+    def _serve(self, conn: _Conn, req: RequestReceived) -> None:
+        stream = conn.input
+        environ = build_environ(req.params, self._base, root_path=self.config.root_path)
+        environ["wsgi.input"] = stream
+        environ["wsgi.errors"] = ErrorStream()
+        limit = self.config.max_body_bytes
+        if limit is not None and int(environ.get("CONTENT_LENGTH") or 0) > limit:
+            logger.warning("request body over --max-body-size (%d bytes): 413", limit)
+            self._send_or_drop(conn, conn.codec.send_response(req.request_id, error_response(413), 1))
+            return
+        responder = WSGIResponder(conn.codec, req.request_id, conn.sock, environ, self.config.debug)
+        ok = self._baseline.copy().run(responder.run, self.app)
+        self.requests_served += 1
+        conn.input = None
+        if not ok:
+            conn.dead = True
+
+    def _send_or_drop(self, conn: _Conn, data: bytes) -> None:
+        try:
+            conn.sock.sendall(data)
+        except OSError:
+            conn.dead = True

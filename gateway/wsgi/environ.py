@@ -1,0 +1,101 @@
+"""The PEP 3333 environ, built directly from FastCGI params (they already are CGI
+meta-variables), for the sync worker.
+
+Strategy
+--------
+Every param is passed through as a native (latin-1 decoded) string, custom
+``fastcgi_param``s and SCRIPT_FILENAME/HTTPS/DOCUMENT_ROOT included. Then:
+
+- empty CONTENT_TYPE/CONTENT_LENGTH are dropped; HTTP_CONTENT_TYPE/HTTP_CONTENT_LENGTH are
+  folded into them (PEP 3333 and wsgiref.validate forbid the HTTP_ forms);
+- repeated HTTP_COOKIE params are joined with ``; ``, other repeated headers with ``, ``;
+- SCRIPT_NAME/PATH_INFO: when the web server sent PATH_INFO they are kept as sent (with
+  ``--root-path`` overriding SCRIPT_NAME). nginx's default sends none and puts the decoded
+  full path in SCRIPT_NAME, so the full path is taken from REQUEST_URI (percent-decoded to
+  bytes, then latin-1: the WSGI "bytes as str" form), split at ``--root-path`` when it is a
+  prefix at a segment boundary, else SCRIPT_NAME="" and PATH_INFO=the full path
+  (PITFALLS peer bug 8);
+- wsgi.url_scheme from HTTPS (on/1) or REQUEST_SCHEME; SERVER_NAME filled from HTTP_HOST or
+  SERVER_ADDR when nginx sends it empty.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+_JOIN = {"HTTP_COOKIE": "; "}
+
+
+def wsgi_path(raw: str) -> str:
+    """Percent-decode a raw URI path into the WSGI latin-1 'bytes as str' form."""
+    if "%" not in raw:
+        return raw
+    return unquote_to_bytes(raw).decode("latin-1")
+
+
+def split_path(full: str, root_path: str) -> tuple[str, str]:
+    """(SCRIPT_NAME, PATH_INFO) for ``full`` mounted at ``root_path``."""
+    if root_path and (full == root_path or full.startswith(root_path + "/")):
+        return root_path, full[len(root_path) :]
+    return root_path, full
+
+
+def build_environ(
+    params: list[tuple[bytes, bytes]],
+    base: dict[str, Any],
+    *,
+    root_path: str = "",
+) -> dict[str, Any]:
+    """A new environ: ``base`` (the wsgi.* constants, copied) plus the request's params."""
+    environ = base.copy()
+    for name, value in params:
+        key = name.decode("latin-1")
+        val = value.decode("latin-1")
+        if key in environ and key[:5] == "HTTP_":
+            environ[key] = environ[key] + _JOIN.get(key, ", ") + val
+        else:
+            environ[key] = val
+
+    ctype = environ.pop("HTTP_CONTENT_TYPE", None)
+    if not environ.get("CONTENT_TYPE"):
+        environ.pop("CONTENT_TYPE", None)
+        if ctype:
+            environ["CONTENT_TYPE"] = ctype
+    clen = environ.pop("HTTP_CONTENT_LENGTH", None)
+    if not environ.get("CONTENT_LENGTH"):
+        environ.pop("CONTENT_LENGTH", None)
+        if clen:
+            environ["CONTENT_LENGTH"] = clen
+
+    if "PATH_INFO" in environ:
+        if root_path:
+            environ["SCRIPT_NAME"] = root_path
+        else:
+            environ.setdefault("SCRIPT_NAME", "")
+    else:
+        uri = environ.get("REQUEST_URI")
+        if uri is not None:
+            raw, _, query = uri.partition("?")
+            full = wsgi_path(raw)
+            environ.setdefault("QUERY_STRING", query)
+        else:
+            full = environ.get("SCRIPT_NAME", "")
+        environ["SCRIPT_NAME"], environ["PATH_INFO"] = split_path(full, root_path)
+
+    https = environ.get("HTTPS", "").lower()
+    if https and https != "off":
+        environ["wsgi.url_scheme"] = "https"
+    else:
+        environ["wsgi.url_scheme"] = environ.get("REQUEST_SCHEME") or "http"
+    if not environ.get("SERVER_NAME"):
+        host = environ.get("HTTP_HOST", "")
+        if host:
+            host = host[: host.rfind(":")] if host.rfind(":") > host.rfind("]") else host
+        environ["SERVER_NAME"] = host or environ.get("SERVER_ADDR") or "localhost"
+    if not environ.get("SERVER_PORT"):
+        environ["SERVER_PORT"] = "443" if environ["wsgi.url_scheme"] == "https" else "80"
+    environ.setdefault("REQUEST_METHOD", "GET")
+    environ.setdefault("QUERY_STRING", "")
+    environ.setdefault("SERVER_PROTOCOL", "HTTP/1.1")
+    return environ

@@ -1,0 +1,161 @@
+"""Running one WSGI request to completion on the calling thread (the sync worker's path).
+
+``WSGIResponder`` implements ``start_response`` (with ``exc_info``), the ``write()``
+callable, iteration with ``close()`` always called, ``wsgi.file_wrapper`` via
+os.sendfile, and the guarantee that the request ends with END_REQUEST whatever the app
+does: an exception before any output becomes a 500 (traceback logged, shown to the client
+only with ``--debug``); after output the response is ended and the error logged. A
+response made of a list of byte strings leaves in a single write.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import traceback
+from typing import Any
+
+from ..protocol import FastCGIConnection
+from ..protocol.constants import FCGI_VERSION_1, MAX_CONTENT_LENGTH, RecordType
+from ..protocol.records import pack_header
+from ..response import InvalidResponse, error_response, wsgi_header_block
+from .streams import ClientDisconnected, FileWrapper
+
+logger = logging.getLogger("gateway.error")
+
+_STDOUT = int(RecordType.STDOUT)
+
+
+class ClientGone(Exception):
+    """Writing to the web server failed: the connection is gone."""
+
+
+class WSGIResponder:
+    __slots__ = ("codec", "debug", "environ", "head", "headers_sent", "rid", "sock", "status")
+
+    def __init__(
+        self, codec: FastCGIConnection, rid: int, sock: socket.socket, environ: dict[str, Any], debug: bool
+    ) -> None:
+        self.codec = codec
+        self.rid = rid
+        self.sock = sock
+        self.environ = environ
+        self.debug = debug
+        self.status: str | None = None
+        self.head: bytes | None = None
+        self.headers_sent = False
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise ClientGone(str(exc)) from None
+
+    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        if exc_info is not None:
+            try:
+                if self.headers_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.status is not None:
+            raise AssertionError("start_response() called twice without exc_info")
+        self.head = wsgi_header_block(status, headers)
+        self.status = status
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        if self.head is None:
+            raise AssertionError("write() called before start_response()")
+        if not self.headers_sent:
+            data = self.head + data
+            self.headers_sent = True
+        if data:
+            self._send(self.codec.send_stdout(self.rid, data))
+
+    def _finish(self, body: bytes = b"") -> None:
+        if self.head is None:
+            raise AssertionError("the application returned without calling start_response()")
+        if not self.headers_sent:
+            body = self.head + body
+            self.headers_sent = True
+        self._send(self.codec.send_response(self.rid, body))
+
+    def _sendfile(self, wrapper: FileWrapper) -> bool:
+        """Send a real file with os.sendfile between FastCGI record headers."""
+        try:
+            fd = wrapper.filelike.fileno()
+            offset = wrapper.filelike.tell()
+            size = os.fstat(fd).st_size - offset
+        except (AttributeError, OSError, ValueError):
+            return False
+        self.write(b"")  # the header block goes first
+        sock_fd = self.sock.fileno()
+        while size > 0:
+            n = min(size, MAX_CONTENT_LENGTH)
+            self._send(pack_header(FCGI_VERSION_1, _STDOUT, self.rid, n, 0))
+            sent_total = 0
+            while sent_total < n:
+                try:
+                    sent = os.sendfile(sock_fd, fd, offset, n - sent_total)
+                except OSError as exc:
+                    raise ClientGone(str(exc)) from None
+                if sent == 0:
+                    raise ClientGone("file shrank while being sent")
+                offset += sent
+                sent_total += sent
+            size -= n
+        self._finish()
+        return True
+
+    def describe(self) -> str:
+        env = self.environ
+        qs = env.get("QUERY_STRING")
+        return f"{env.get('REQUEST_METHOD', '?')} {env.get('PATH_INFO', '')}{'?' + qs if qs else ''}"
+
+    def run(self, app: Any) -> bool:
+        """Run the app and answer. False when the connection is no longer usable."""
+        result = None
+        try:
+            result = app(self.environ, self.start_response)
+            if type(result) is list or type(result) is tuple:
+                self._finish(b"".join(result) if len(result) != 1 else result[0])
+            elif isinstance(result, FileWrapper) and self._sendfile(result):
+                pass
+            else:
+                for chunk in result:
+                    if chunk:
+                        self.write(chunk)
+                self._finish()
+            return True
+        except ClientGone as exc:
+            logger.info("web server closed the connection during %s: %s", self.describe(), exc)
+            return False
+        except ClientDisconnected as exc:
+            logger.info("%s: %s", self.describe(), exc)
+            return False
+        except Exception as exc:
+            if isinstance(exc, InvalidResponse):
+                logger.error("invalid response from application for %s: %s", self.describe(), exc)
+            else:
+                logger.exception("exception in WSGI application for %s", self.describe())
+            return self._fail(traceback.format_exc() if self.debug else None)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    logger.exception("exception in the close() of the WSGI response for %s", self.describe())
+
+    def _fail(self, detail: str | None) -> bool:
+        try:
+            if self.headers_sent:
+                self._send(self.codec.end_request(self.rid, 1))
+            else:
+                self.headers_sent = True
+                self._send(self.codec.send_response(self.rid, error_response(500, detail), 1))
+        except ClientGone:
+            return False
+        return True
