@@ -149,6 +149,23 @@ def _pairs(items: Pairs | None) -> list[tuple[bytes, bytes | None]]:
     return [(_b(k), None if v is None else _b(v)) for k, v in seq]
 
 
+#: Param order of Debian's fastcgi_params; fixed values as nginx sends them for a local client.
+_PARAM_ORDER = (
+    b"QUERY_STRING REQUEST_METHOD CONTENT_TYPE CONTENT_LENGTH SCRIPT_NAME REQUEST_URI DOCUMENT_URI "
+    b"DOCUMENT_ROOT SERVER_PROTOCOL REQUEST_SCHEME GATEWAY_INTERFACE SERVER_SOFTWARE REMOTE_ADDR "
+    b"REMOTE_PORT REMOTE_USER SERVER_ADDR SERVER_PORT SERVER_NAME REDIRECT_STATUS HTTP_HOST"
+).split()
+_FIXED_PARAMS = dict(
+    pair.split(b"=", 1)
+    for pair in (
+        b"DOCUMENT_ROOT=/usr/share/nginx/html SERVER_PROTOCOL=HTTP/1.1 REQUEST_SCHEME=http "
+        b"GATEWAY_INTERFACE=CGI/1.1 SERVER_SOFTWARE=fcgi-gateway-client REMOTE_ADDR=127.0.0.1 "
+        b"REMOTE_PORT=0 REMOTE_USER= SERVER_ADDR=127.0.0.1 SERVER_PORT=80 SERVER_NAME=localhost "
+        b"REDIRECT_STATUS=200"
+    ).split()
+)
+
+
 def build_params(
     method: str = "GET",
     path: str | bytes = "/",
@@ -172,28 +189,18 @@ def build_params(
     clen = str(content_length).encode() if content_length is not None else lower.get(b"content-length", b"")
     if content_length is not None and b"content-length" not in lower:
         hdrs.append((b"Content-Length", clen))
-    out = [
-        (b"QUERY_STRING", query),
-        (b"REQUEST_METHOD", _b(method.upper())),
-        (b"CONTENT_TYPE", ctype),
-        (b"CONTENT_LENGTH", clen),
-        (b"SCRIPT_NAME", decoded),
-        (b"REQUEST_URI", raw),
-        (b"DOCUMENT_URI", decoded),
-        (b"DOCUMENT_ROOT", b"/usr/share/nginx/html"),
-        (b"SERVER_PROTOCOL", b"HTTP/1.1"),
-        (b"REQUEST_SCHEME", b"http"),
-        (b"GATEWAY_INTERFACE", b"CGI/1.1"),
-        (b"SERVER_SOFTWARE", b"fcgi-gateway-client"),
-        (b"REMOTE_ADDR", b"127.0.0.1"),
-        (b"REMOTE_PORT", b"0"),
-        (b"REMOTE_USER", b""),
-        (b"SERVER_ADDR", b"127.0.0.1"),
-        (b"SERVER_PORT", b"80"),
-        (b"SERVER_NAME", b"localhost"),
-        (b"REDIRECT_STATUS", b"200"),
-        (b"HTTP_HOST", lower.get(b"host", b"localhost")),
-    ]
+    values = {
+        **_FIXED_PARAMS,
+        b"QUERY_STRING": query,
+        b"REQUEST_METHOD": _b(method.upper()),
+        b"CONTENT_TYPE": ctype,
+        b"CONTENT_LENGTH": clen,
+        b"SCRIPT_NAME": decoded,
+        b"REQUEST_URI": raw,
+        b"DOCUMENT_URI": decoded,
+        b"HTTP_HOST": lower.get(b"host", b"localhost"),
+    }
+    out = [(name, values[name]) for name in _PARAM_ORDER]
     for name, value in hdrs:
         key = b"HTTP_" + name.upper().replace(b"-", b"_")
         if key != b"HTTP_HOST":
@@ -221,14 +228,9 @@ def encode_request(
 ) -> bytes:
     """A whole request as bytes: BEGIN_REQUEST, PARAMS, STDIN (and DATA for FILTER)."""
     parts = [encode_begin_request(request_id, role, keep_conn)]
-    parts += [encode_stream(RecordType.PARAMS, request_id, encode_pairs(params))]
-    parts += [encode_record(RecordType.PARAMS, request_id)]
-    parts += [encode_stream(RecordType.STDIN, request_id, body), encode_record(RecordType.STDIN, request_id)]
-    if data is not None:
-        parts += [
-            encode_stream(RecordType.DATA, request_id, data),
-            encode_record(RecordType.DATA, request_id),
-        ]
+    streams = [(RecordType.PARAMS, encode_pairs(params)), (RecordType.STDIN, body)]
+    for rtype, content in [*streams, *([(RecordType.DATA, data)] if data is not None else [])]:
+        parts += [encode_stream(rtype, request_id, content), encode_record(rtype, request_id)]
     return b"".join(parts)
 
 
@@ -487,20 +489,7 @@ def ping(address: str, path: str = "/ping", timeout: float = 5.0) -> tuple[bool,
     except (ClientError, ValueError) as exc:
         return False, str(exc)
     if resp.protocol_status != ProtocolStatus.REQUEST_COMPLETE:
-        return False, f"request refused: {ProtocolStatus(resp.protocol_status).name}"
+        return False, f"request refused with protocol status {resp.protocol_status}"
     if resp.status == 0:
         return False, "response without a valid CGI header block"
     return resp.status < 500, f"{resp.status} {resp.reason}".strip()
-
-
-__all__ = [
-    "ClientError",
-    "FastCGIClient",
-    "Record",
-    "Response",
-    "build_params",
-    "encode_request",
-    "parse_address",
-    "parse_cgi_response",
-    "ping",
-]

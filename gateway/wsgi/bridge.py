@@ -15,7 +15,6 @@ from a2wsgi import WSGIMiddleware
 
 from .streams import ErrorStream, FileWrapper
 
-
 #: Keys a2wsgi derives itself (or that must stay absent when empty).
 _COMPUTED = frozenset({"CONTENT_TYPE", "CONTENT_LENGTH", "PATH_INFO", "SCRIPT_NAME"})
 
