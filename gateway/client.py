@@ -14,24 +14,15 @@ from __future__ import annotations
 
 import selectors
 import socket
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple, TypeAlias
 from urllib.parse import unquote_to_bytes
 
+from .protocol import records as wire
 from .protocol.constants import HEADER_LENGTH, MAX_CONTENT_LENGTH, ProtocolStatus, RecordType, Role
 from .protocol.errors import RemoteProtocolError
-from .protocol.records import (
-    decode_end_request,
-    decode_pairs,
-    encode_begin_request,
-    encode_pairs,
-    encode_record,
-    encode_stream,
-    unpack_header,
-)
 
-Address: TypeAlias = str | tuple[str, int]
 Pairs: TypeAlias = Mapping[str | bytes, str | bytes | None] | Iterable[tuple[str | bytes, str | bytes | None]]
 
 
@@ -59,36 +50,27 @@ class Response:
     protocol_status: int = ProtocolStatus.REQUEST_COMPLETE
     request_id: int = 1
 
-    def header(self, name: str, default: str | None = None) -> str | None:
-        """First value of header ``name`` (case-insensitive)."""
-        name = name.lower()
-        return next((v for k, v in self.headers if k.lower() == name), default)
-
     def header_list(self, name: str) -> list[str]:
-        name = name.lower()
-        return [v for k, v in self.headers if k.lower() == name]
+        """Every value of header ``name`` (case-insensitive), in order."""
+        return [v for k, v in self.headers if k.lower() == name.lower()]
 
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8", "replace")
+    def header(self, name: str, default: str | None = None) -> str | None:
+        return next(iter(self.header_list(name)), default)
 
     @classmethod
     def from_records(cls, records: Iterable[Record], request_id: int = 1) -> Response:
         """Assemble the response of ``request_id`` from (possibly interleaved) records."""
-        out, err = bytearray(), bytearray()
-        app_status, proto = 0, ProtocolStatus.REQUEST_COMPLETE
+        out, err, end = bytearray(), bytearray(), (0, ProtocolStatus.REQUEST_COMPLETE)
         for rec in records:
-            if rec.request_id != request_id:
-                continue
-            if rec.type == RecordType.STDOUT:
-                out += rec.content
-            elif rec.type == RecordType.STDERR:
-                err += rec.content
-            elif rec.type == RecordType.END_REQUEST:
-                app_status, proto = decode_end_request(rec.content)
+            if rec.request_id == request_id:
+                if rec.type == RecordType.STDOUT:
+                    out += rec.content
+                elif rec.type == RecordType.STDERR:
+                    err += rec.content
+                elif rec.type == RecordType.END_REQUEST:
+                    end = wire.decode_end_request(rec.content)
         resp = parse_cgi_response(bytes(out))
-        resp.stderr, resp.app_status, resp.protocol_status = bytes(err), app_status, proto
-        resp.request_id = request_id
+        resp.stderr, (resp.app_status, resp.protocol_status), resp.request_id = bytes(err), end, request_id
         return resp
 
 
@@ -112,11 +94,9 @@ def parse_cgi_response(stdout: bytes) -> Response:
     return Response(status=status, reason=reason, headers=headers, body=stdout[end + skip :])
 
 
-def parse_address(address: str) -> tuple[socket.AddressFamily, Address]:
-    """``unix:/path``, ``/path``, ``./path``, ``host:port``, ``[::1]:port``, ``:port``, ``port``.
-
-    ``unix:@name`` is a Linux abstract socket. Raises ValueError for anything else.
-    """
+def parse_address(address: str) -> tuple[socket.AddressFamily, str | tuple[str, int]]:
+    """``unix:/path``, ``unix:@abstract``, ``/path``, ``host:port``, ``[::1]:port``, ``:port``
+    or ``port`` -> (family, sockaddr). Raises ValueError for anything else."""
     s = address.strip()
     if s.startswith("unix:"):
         path = s[5:]
@@ -125,14 +105,10 @@ def parse_address(address: str) -> tuple[socket.AddressFamily, Address]:
         return socket.AF_UNIX, "\0" + path[1:] if path.startswith("@") else path
     if "/" in s:
         return socket.AF_UNIX, s
-    if s.startswith("["):
-        host, sep, port = s[1:].partition("]:")
-        family = socket.AF_INET6
-    else:
-        host, sep, port = s.rpartition(":")
-        family = socket.AF_INET
-        if not sep:
-            host, port = "", s
+    family = socket.AF_INET6 if s.startswith("[") else socket.AF_INET
+    host, sep, port = s[1:].partition("]:") if family == socket.AF_INET6 else s.rpartition(":")
+    if not sep and family == socket.AF_INET:
+        host, port = "", s
     if not port.isdigit() or not 0 < int(port) < 65536 or (family == socket.AF_INET and ":" in host):
         raise ValueError(f"invalid FastCGI address {address!r}: use unix:/path, host:port or [ipv6]:port")
     return family, (host or "127.0.0.1", int(port))
@@ -143,27 +119,23 @@ def _b(value: str | bytes) -> bytes:
 
 
 def _pairs(items: Pairs | None) -> list[tuple[bytes, bytes | None]]:
-    if items is None:
-        return []
-    seq = items.items() if isinstance(items, Mapping) else items
+    seq = items.items() if isinstance(items, Mapping) else items or ()
     return [(_b(k), None if v is None else _b(v)) for k, v in seq]
 
 
-#: Param order of Debian's fastcgi_params; fixed values as nginx sends them for a local client.
-_PARAM_ORDER = (
-    b"QUERY_STRING REQUEST_METHOD CONTENT_TYPE CONTENT_LENGTH SCRIPT_NAME REQUEST_URI DOCUMENT_URI "
-    b"DOCUMENT_ROOT SERVER_PROTOCOL REQUEST_SCHEME GATEWAY_INTERFACE SERVER_SOFTWARE REMOTE_ADDR "
-    b"REMOTE_PORT REMOTE_USER SERVER_ADDR SERVER_PORT SERVER_NAME REDIRECT_STATUS HTTP_HOST"
-).split()
-_FIXED_PARAMS = dict(
-    pair.split(b"=", 1)
+#: Debian's stock fastcgi_params in order: per-request ones, fixed ones (as nginx fills them
+#: for a local client), then HTTP_HOST.
+_LEADING_PARAMS = b"QUERY_STRING REQUEST_METHOD CONTENT_TYPE CONTENT_LENGTH SCRIPT_NAME REQUEST_URI".split()
+_LEADING_PARAMS.append(b"DOCUMENT_URI")
+_FIXED_PARAMS = [
+    tuple(pair.split(b"=", 1))
     for pair in (
         b"DOCUMENT_ROOT=/usr/share/nginx/html SERVER_PROTOCOL=HTTP/1.1 REQUEST_SCHEME=http "
         b"GATEWAY_INTERFACE=CGI/1.1 SERVER_SOFTWARE=fcgi-gateway-client REMOTE_ADDR=127.0.0.1 "
         b"REMOTE_PORT=0 REMOTE_USER= SERVER_ADDR=127.0.0.1 SERVER_PORT=80 SERVER_NAME=localhost "
         b"REDIRECT_STATUS=200"
     ).split()
-)
+]
 
 
 def build_params(
@@ -174,43 +146,25 @@ def build_params(
     content_length: int | None = None,
     params: Pairs | None = None,
 ) -> list[tuple[bytes, bytes]]:
-    """CGI params as nginx 1.22 sends them with Debian's stock ``fastcgi_params``.
-
-    ``headers`` become HTTP_* params (Host becomes HTTP_HOST, default ``localhost``);
-    ``content_length`` None means "no Content-Length" (CONTENT_LENGTH is then empty).
-    ``params`` override by name (all occurrences; a None value removes it) or append.
-    """
+    """CGI params as nginx 1.22 sends them with Debian's stock ``fastcgi_params``. ``headers``
+    become HTTP_* params (HTTP_HOST defaults to ``localhost``); ``content_length`` None: no
+    Content-Length. ``params`` replace by name (None removes) or are appended."""
     raw = _b(path)
     uri_path, _, query = raw.partition(b"?")
     decoded = unquote_to_bytes(uri_path)
     hdrs = [(k, v or b"") for k, v in _pairs(headers)]
     lower = {k.lower(): v for k, v in hdrs}
-    ctype = lower.get(b"content-type", b"")
-    clen = str(content_length).encode() if content_length is not None else lower.get(b"content-length", b"")
+    clen = lower.get(b"content-length", b"") if content_length is None else str(content_length).encode()
     if content_length is not None and b"content-length" not in lower:
         hdrs.append((b"Content-Length", clen))
-    values = {
-        **_FIXED_PARAMS,
-        b"QUERY_STRING": query,
-        b"REQUEST_METHOD": _b(method.upper()),
-        b"CONTENT_TYPE": ctype,
-        b"CONTENT_LENGTH": clen,
-        b"SCRIPT_NAME": decoded,
-        b"REQUEST_URI": raw,
-        b"DOCUMENT_URI": decoded,
-        b"HTTP_HOST": lower.get(b"host", b"localhost"),
-    }
-    out = [(name, values[name]) for name in _PARAM_ORDER]
-    for name, value in hdrs:
-        key = b"HTTP_" + name.upper().replace(b"-", b"_")
-        if key != b"HTTP_HOST":
-            out.append((key, value))
+    leading = (query, _b(method.upper()), lower.get(b"content-type", b""), clen, decoded, raw, decoded)
+    out = [*zip(_LEADING_PARAMS, leading, strict=True), *_FIXED_PARAMS]
+    out.append((b"HTTP_HOST", lower.get(b"host", b"localhost")))
+    out += [(b"HTTP_" + k.upper().replace(b"-", b"_"), v) for k, v in hdrs if k.lower() != b"host"]
     for name, value in _pairs(params):
         kept = [(k, v) for k, v in out if k != name]
-        if value is None:
-            out = kept
-        elif len(kept) == len(out):
-            out.append((name, value))
+        if value is None or len(kept) == len(out):
+            out = kept if value is None else [*out, (name, value)]
         else:
             i = next(i for i, (k, _) in enumerate(out) if k == name)
             out = [*kept[:i], (name, value), *kept[i:]]
@@ -227,10 +181,10 @@ def encode_request(
     data: bytes | None = None,
 ) -> bytes:
     """A whole request as bytes: BEGIN_REQUEST, PARAMS, STDIN (and DATA for FILTER)."""
-    parts = [encode_begin_request(request_id, role, keep_conn)]
-    streams = [(RecordType.PARAMS, encode_pairs(params)), (RecordType.STDIN, body)]
+    parts = [wire.encode_begin_request(request_id, role, keep_conn)]
+    streams = [(RecordType.PARAMS, wire.encode_pairs(params)), (RecordType.STDIN, body)]
     for rtype, content in [*streams, *([(RecordType.DATA, data)] if data is not None else [])]:
-        parts += [encode_stream(rtype, request_id, content), encode_record(rtype, request_id)]
+        parts += [wire.encode_stream(rtype, request_id, content), wire.encode_record(rtype, request_id)]
     return b"".join(parts)
 
 
@@ -247,30 +201,20 @@ class FastCGIClient:
         self.sock: socket.socket | None = None
         self.connects = 0
         self._buf = bytearray()
-        self._eof = False
-
-    # -- connection ------------------------------------------------------------------
+        self.peer_closed = False  # a read saw the server close the connection
 
     def connect(self) -> socket.socket:
         """The open socket, connecting first if needed."""
         if self.sock is not None:
             return self.sock
+        sock = socket.socket(self.family, socket.SOCK_STREAM)
         try:
-            if self.family == socket.AF_UNIX:
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.settimeout(self.timeout)
-                try:
-                    sock.connect(self.sockaddr)
-                except BaseException:
-                    sock.close()
-                    raise
-            else:
-                sock = socket.create_connection(self.sockaddr, timeout=self.timeout)  # type: ignore[arg-type]
-        except TimeoutError:
-            raise ClientError(f"timed out connecting to {self.address} after {self.timeout:g}s") from None
-        except OSError as exc:
+            sock.settimeout(self.timeout)
+            sock.connect(self.sockaddr)
+        except OSError as exc:  # refused, no such socket file, timed out, ...
+            sock.close()
             raise ClientError(f"cannot connect to {self.address}: {exc.strerror or exc}") from None
-        self.sock, self._buf, self._eof = sock, bytearray(), False
+        self.sock, self._buf, self.peer_closed = sock, bytearray(), False
         self.connects += 1
         return sock
 
@@ -285,24 +229,16 @@ class FastCGIClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @property
-    def peer_closed(self) -> bool:
-        """True once the server closed the connection (seen by a read)."""
-        return self._eof
-
-    # -- low level -------------------------------------------------------------------
-
     def send_raw(self, data: bytes) -> None:
+        """Low level, for protocol tests: send bytes as they are (see ``encode_request``)."""
         try:
             self.connect().sendall(data)
-        except TimeoutError:
-            raise ClientError(f"timed out sending to {self.address}") from None
         except OSError as exc:
-            raise ClientError(f"send to {self.address} failed: {exc.strerror or exc}") from None
+            raise ClientError(f"sending to {self.address} failed: {exc.strerror or exc}") from None
 
     def _fill(self) -> bool:
-        """Read once into the buffer; False at EOF."""
-        if self._eof:
+        """Read once into the buffer; False at EOF (a reset counts as EOF)."""
+        if self.peer_closed:
             return False
         try:
             chunk = self.connect().recv(262144)
@@ -310,22 +246,20 @@ class FastCGIClient:
             raise ClientError(f"timed out after {self.timeout:g}s waiting for {self.address}") from None
         except ConnectionResetError:
             chunk = b""
-        if not chunk:
-            self._eof = True
+        self.peer_closed = not chunk
         self._buf += chunk
         return bool(chunk)
 
     def _take_record(self) -> Record | None:
         if len(self._buf) < HEADER_LENGTH:
             return None
-        version, rtype, rid, clen, plen = unpack_header(self._buf)
+        version, rtype, rid, clen, plen = wire.unpack_header(self._buf)
         if version != 1:
             raise ClientError(f"protocol error: FastCGI version {version} from {self.address}")
-        end = HEADER_LENGTH + clen + plen
-        if len(self._buf) < end:
+        if len(self._buf) < HEADER_LENGTH + clen + plen:
             return None
         rec = Record(rtype, rid, bytes(self._buf[HEADER_LENGTH : HEADER_LENGTH + clen]))
-        del self._buf[:end]
+        del self._buf[: HEADER_LENGTH + clen + plen]
         return rec
 
     def recv_record(self) -> Record | None:
@@ -335,45 +269,33 @@ class FastCGIClient:
                 return None
         return rec
 
-    def recv_records(self, until: Callable[[Record], bool] | None = None) -> list[Record]:
-        """Records until ``until(record)`` is true (that record included) or, when
-        ``until`` is None, until the server closes the connection."""
-        records = []
+    def recv_records(self, *end_of: int) -> list[Record]:
+        """Records until END_REQUEST arrived for every request id in ``end_of`` (ClientError
+        if the connection closes first) or, without ids, until the server closes."""
+        records, pending = [], set(end_of)
         while (rec := self.recv_record()) is not None:
             records.append(rec)
-            if until is not None and until(rec):
-                return records
-        if until is not None:
-            raise ClientError(f"connection closed by {self.address} before the expected record")
-        return records
-
-    def recv_until_ended(self, *request_ids: int) -> list[Record]:
-        """Records until END_REQUEST arrived for every id in ``request_ids`` (default 1)."""
-        pending = set(request_ids or (1,))
-
-        def done(rec: Record) -> bool:
-            if rec.type == RecordType.END_REQUEST:
+            if rec.type == RecordType.END_REQUEST and rec.request_id in pending:
                 pending.discard(rec.request_id)
-            return not pending
-
-        return self.recv_records(done)
-
-    # -- requests --------------------------------------------------------------------
+                if not pending:
+                    return records
+        if pending:
+            raise ClientError(f"connection closed by {self.address} before END_REQUEST of {sorted(pending)}")
+        return records
 
     def get_values(self, names: Iterable[str | bytes]) -> dict[bytes, bytes]:
         """Ask FCGI_GET_VALUES (e.g. FCGI_MAX_CONNS, FCGI_MAX_REQS, FCGI_MPXS_CONNS)."""
-        body = encode_pairs((_b(n), b"") for n in names)
+        body = wire.encode_pairs((_b(n), b"") for n in names)
         try:
-            self.send_raw(encode_record(RecordType.GET_VALUES, 0, body))
+            self.send_raw(wire.encode_record(RecordType.GET_VALUES, 0, body))
             rec = self.recv_record()
             if rec is None:
                 raise ClientError(f"connection closed by {self.address} before GET_VALUES_RESULT")
             if rec.type != RecordType.GET_VALUES_RESULT or rec.request_id != 0:
                 raise ClientError(f"protocol error: expected GET_VALUES_RESULT, got {_describe(rec)}")
-            try:
-                return dict(decode_pairs(rec.content))
-            except RemoteProtocolError as exc:
-                raise ClientError(f"protocol error: bad GET_VALUES_RESULT: {exc}") from None
+            return dict(wire.decode_pairs(rec.content))
+        except RemoteProtocolError as exc:
+            raise ClientError(f"protocol error: bad GET_VALUES_RESULT: {exc}") from None
         finally:
             if not self.keep_conn:
                 self.close()
@@ -389,25 +311,21 @@ class FastCGIClient:
         request_id: int = 1,
         role: int = Role.RESPONDER,
     ) -> Response:
-        """Send one request and wait for its END_REQUEST.
-
-        ``body`` may be an iterable of chunks; without a Content-Length header it is then
-        announced like nginx forwards a chunked upload (HTTP_TRANSFER_ENCODING: chunked).
-        """
+        """Send one request and wait for its END_REQUEST. ``body`` may be an iterable of chunks;
+        without a Content-Length header it then goes like a chunked upload through nginx."""
         if isinstance(body, bytes | bytearray | memoryview):
             length: int | None = len(body) if body or method.upper() in {"POST", "PUT", "PATCH"} else None
             chunks: Iterable[bytes] = [bytes(body)]
         else:
             length, chunks = None, body
-            has_length = any(k.lower() == b"content-length" for k, _ in _pairs(headers))
-            if not has_length:
+            if not any(k.lower() == b"content-length" for k, _ in _pairs(headers)):
                 headers = [*_pairs(headers), (b"Transfer-Encoding", b"chunked")]
         plist = build_params(method, path, headers=headers, content_length=length, params=params)
-        head = encode_begin_request(request_id, role, self.keep_conn)
-        head += encode_stream(RecordType.PARAMS, request_id, encode_pairs(plist))
-        head += encode_record(RecordType.PARAMS, request_id)
+        head = wire.encode_begin_request(request_id, role, self.keep_conn)
+        head += wire.encode_stream(RecordType.PARAMS, request_id, wire.encode_pairs(plist))
+        head += wire.encode_record(RecordType.PARAMS, request_id)
         try:
-            records = self._exchange(_stdin_records(head, request_id, chunks), request_id)
+            records = self._exchange(_request_bytes(head, request_id, chunks), request_id)
         except BaseException:
             self.close()
             raise
@@ -416,18 +334,14 @@ class FastCGIClient:
         return Response.from_records(records, request_id)
 
     def _exchange(self, out: Iterator[bytes], request_id: int) -> list[Record]:
-        """Send ``out`` while reading records, until END_REQUEST of ``request_id``.
-
-        Reading while sending avoids a deadlock with an application that answers (or
-        streams) before it has read the whole body; a server that stops reading and
-        closes leaves its response readable, so send errors end sending, not the request.
-        """
+        """Send ``out`` while reading records until END_REQUEST of ``request_id``: no deadlock
+        with an app answering before it read the whole body, and a send error (the app
+        closed without reading everything) still lets its response be read."""
         sock = self.connect()
         records: list[Record] = []
-        pending = b"".join(_take(out, 4))
-        sel = selectors.DefaultSelector()
-        sel.register(sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if pending else 0))
-        try:
+        pending = next(out, b"")
+        with selectors.DefaultSelector() as sel:
+            sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
             while True:
                 while (rec := self._take_record()) is not None:
                     if rec.request_id != request_id:
@@ -435,49 +349,39 @@ class FastCGIClient:
                     records.append(rec)
                     if rec.type == RecordType.END_REQUEST:
                         return records
-                if self._eof:
+                if self.peer_closed:
                     got = sum(len(r.content) for r in records if r.type == RecordType.STDOUT)
-                    raise ClientError(
-                        f"connection closed by {self.address} before END_REQUEST "
-                        f"(request {request_id}, {got} bytes of STDOUT received)"
-                    )
-                ready = sel.select(self.timeout)
-                if not ready:
+                    msg = f"before END_REQUEST (request {request_id}, {got} bytes of STDOUT received)"
+                    raise ClientError(f"connection closed by {self.address} {msg}")
+                if not (ready := sel.select(self.timeout)):
                     doing = "sending the request" if pending else "waiting for the response"
                     raise ClientError(f"timed out after {self.timeout:g}s {doing} ({self.address})")
-                events = ready[0][1]
-                if events & selectors.EVENT_READ:
+                if ready[0][1] & selectors.EVENT_READ:
                     self._fill()
-                if pending and events & selectors.EVENT_WRITE:
+                if pending and ready[0][1] & selectors.EVENT_WRITE:
                     try:
-                        sent = sock.send(pending)
+                        pending = pending[sock.send(pending) :] or next(out, b"")
                     except (BrokenPipeError, ConnectionResetError):
-                        sent, pending, out = len(pending), b"", iter(())
-                    pending = pending[sent:] or b"".join(_take(out, 4))
+                        pending = b""
                     if not pending:
                         sel.modify(sock, selectors.EVENT_READ)
-        finally:
-            sel.close()
 
 
-def _take(it: Iterator[bytes], n: int) -> list[bytes]:
-    return [chunk for _, chunk in zip(range(n), it, strict=False)]
-
-
-def _stdin_records(head: bytes, request_id: int, chunks: Iterable[bytes]) -> Iterator[bytes]:
-    yield head
+def _request_bytes(head: bytes, request_id: int, chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """``head``, then the body as STDIN records (<= 256 kB per item), then the empty STDIN."""
+    buf = bytearray(head)
     for chunk in chunks:
         for start in range(0, len(chunk), MAX_CONTENT_LENGTH):
-            yield encode_record(RecordType.STDIN, request_id, chunk[start : start + MAX_CONTENT_LENGTH])
-    yield encode_record(RecordType.STDIN, request_id)
+            buf += wire.encode_record(RecordType.STDIN, request_id, chunk[start : start + MAX_CONTENT_LENGTH])
+            if len(buf) >= 262144:
+                yield bytes(buf)
+                buf.clear()
+    yield bytes(buf + wire.encode_record(RecordType.STDIN, request_id))
 
 
 def _describe(rec: Record) -> str:
-    try:
-        name = RecordType(rec.type).name
-    except ValueError:
-        name = f"record type {rec.type}"
-    return f"{name} (request {rec.request_id}, {len(rec.content)} bytes)"
+    name = next((t.name for t in RecordType if t == rec.type), f"type {rec.type}")
+    return f"{name} record (request {rec.request_id}, {len(rec.content)} bytes)"
 
 
 def ping(address: str, path: str = "/ping", timeout: float = 5.0) -> tuple[bool, str]:

@@ -238,7 +238,7 @@ def test_raw_records_two_requests_one_refused(server: EchoServer) -> None:
     with FastCGIClient(server.address, keep_conn=True) as client:
         params = build_params("GET", "/one")
         client.send_raw(encode_request(1, params, keep_conn=True) + encode_request(2, params, keep_conn=True))
-        records = client.recv_until_ended(1, 2)
+        records = client.recv_records(1, 2)
     assert Response.from_records(records, 2).protocol_status == ProtocolStatus.CANT_MPX_CONN
     first = Response.from_records(records, 1)
     assert (first.status, first.body) == (200, b"/one")

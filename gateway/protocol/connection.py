@@ -317,6 +317,8 @@ class FastCGIConnection:
                 _EMPTY_STDOUT_HEADERS[rid] = tail
         if req.stderr_used:
             tail += pack_header(FCGI_VERSION_1, _STDERR, rid, 0, 0)
+        if self._events:
+            self._drop_queued(rid)
         nxt = AFTER_END[req.state]
         if nxt is None:
             del self._requests[rid]
@@ -326,6 +328,20 @@ class FastCGIConnection:
         if not req.keep_conn or (self.max_requests is not None and self._begun >= self.max_requests):
             self.should_close = True
         return tail + encode_end_request(rid, app_status, protocol_status)
+
+    def _drop_queued(self, rid: int) -> None:
+        """Drop untaken events of a request being ended: a worker using ``next_event`` gets
+        none after ``end_request``, however the input was chunked (as for records that
+        arrive later). They all belong to this request: its id cannot begin again before
+        it ends."""
+        kept: deque[Event] = deque()
+        for ev in self._events:
+            if type(ev) is not ConnectionClosed and ev.request_id == rid:  # type: ignore[union-attr]
+                if type(ev) is StdinReceived:
+                    self._queued_stdin -= len(ev.data)
+                continue
+            kept.append(ev)
+        self._events = kept
 
     def send_response(self, rid: int, data: bytes | bytearray | memoryview, app_status: int = 0) -> bytes:
         """STDOUT ``data`` and end the request, as one buffer (one write)."""

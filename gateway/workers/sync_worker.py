@@ -49,11 +49,12 @@ from ..wsgi.streams import ErrorStream, FileWrapper, InputStream
 logger = logging.getLogger("gateway.error")
 
 RECV_SIZE = 256 * 1024
+ACCEPT_BURST = 32
 EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
 
 
 class _Conn:
-    __slots__ = ("codec", "dead", "fd", "input", "request", "sock")
+    __slots__ = ("codec", "dead", "fd", "input", "registered", "request", "sock")
 
     def __init__(self, sock: socket.socket, codec: FastCGIConnection) -> None:
         self.sock = sock
@@ -62,6 +63,7 @@ class _Conn:
         self.request: RequestReceived | None = None
         self.input: InputStream | None = None
         self.dead = False
+        self.registered = False
 
 
 class SyncWorker:
@@ -86,6 +88,7 @@ class SyncWorker:
             "wsgi.file_wrapper": FileWrapper,
             "wsgi.input_terminated": True,
         }
+        self._errors = ErrorStream()
 
     # -- signals -----------------------------------------------------------------------
 
@@ -142,37 +145,47 @@ class SyncWorker:
             os.close(wfd)
 
     def _accept(self, listener: socket.socket) -> None:
-        try:
-            sock, _addr = listener.accept()
-        except (BlockingIOError, InterruptedError):
-            return  # a sibling worker took it
-        except OSError as exc:
-            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                logger.error("accept failed: %s", exc)
+        """Accept and serve connections while the backlog has some (bounded, so that idle
+        keep-alive connections with a new request are not starved)."""
+        for _ in range(ACCEPT_BURST):
+            if self.signal_received is not None:
                 return
-            raise
-        sock.setblocking(True)
-        cfg = self.config
-        codec = FastCGIConnection(
-            multiplex=False,
-            max_conns=cfg.max_connections,
-            max_reqs=1,
-            max_params_bytes=cfg.max_params_bytes,
-            max_params_count=cfg.max_params_count,
-            max_requests=cfg.max_requests_per_connection,
-        )
-        conn = _Conn(sock, codec)
-        self._conns[conn.fd] = conn
-        try:
-            data = sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
-        except BlockingIOError:
+            try:
+                sock, _addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return  # backlog empty, or a sibling worker took it
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    logger.error("accept failed: %s", exc)
+                    return
+                raise
+            sock.setblocking(True)
+            cfg = self.config
+            codec = FastCGIConnection(
+                multiplex=False,
+                max_conns=cfg.max_connections,
+                max_reqs=1,
+                max_params_bytes=cfg.max_params_bytes,
+                max_params_count=cfg.max_params_count,
+                max_requests=cfg.max_requests_per_connection,
+            )
+            conn = _Conn(sock, codec)
+            self._conns[conn.fd] = conn
+            try:
+                data = sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                self._wait_for(conn)
+                continue
+            except OSError:
+                self._close(conn)
+                continue
+            self._process(conn, data)
+
+    def _wait_for(self, conn: _Conn) -> None:
+        """Watch ``conn`` in epoll until its next bytes arrive."""
+        if not conn.registered:
+            conn.registered = True
             self._ep.register(conn.fd, select.EPOLLIN)
-            return
-        except OSError:
-            self._close(conn)
-            return
-        self._ep.register(conn.fd, select.EPOLLIN)
-        self._process(conn, data)
 
     def _readable(self, conn: _Conn) -> None:
         try:
@@ -186,10 +199,11 @@ class SyncWorker:
 
     def _close(self, conn: _Conn) -> None:
         if self._conns.pop(conn.fd, None) is not None:
-            try:
-                self._ep.unregister(conn.fd)
-            except (OSError, ValueError):
-                pass
+            if conn.registered:
+                try:
+                    self._ep.unregister(conn.fd)
+                except (OSError, ValueError):
+                    pass
             conn.sock.close()
 
     # -- protocol ----------------------------------------------------------------------
@@ -248,12 +262,14 @@ class SyncWorker:
             self._serve(conn, req)
         if conn.dead or (conn.codec.should_close and not conn.codec.active_requests):
             self._close(conn)
+        else:
+            self._wait_for(conn)
 
     def _serve(self, conn: _Conn, req: RequestReceived) -> None:
         stream = conn.input
         environ = build_environ(req.params, self._base, root_path=self.config.root_path)
         environ["wsgi.input"] = stream
-        environ["wsgi.errors"] = ErrorStream()
+        environ["wsgi.errors"] = self._errors
         limit = self.config.max_body_bytes
         if limit is not None and int(environ.get("CONTENT_LENGTH") or 0) > limit:
             logger.warning("request body over --max-body-size (%d bytes): 413", limit)

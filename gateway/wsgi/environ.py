@@ -49,13 +49,18 @@ def build_environ(
 ) -> dict[str, Any]:
     """A new environ: ``base`` (the wsgi.* constants, copied) plus the request's params."""
     environ = base.copy()
-    for name, value in params:
-        key = name.decode("latin-1")
-        val = value.decode("latin-1")
-        if key in environ and key[:5] == "HTTP_":
-            environ[key] = environ[key] + _JOIN.get(key, ", ") + val
-        else:
-            environ[key] = val
+    # One C-level pass for the common case; repeated names (two Cookie lines) show up as
+    # a size mismatch and take the slow path that joins them.
+    environ.update([(n.decode("latin-1"), v.decode("latin-1")) for n, v in params])
+    if len(environ) != len(base) + len(params):
+        environ = base.copy()
+        for name, value in params:
+            key = name.decode("latin-1")
+            val = value.decode("latin-1")
+            if key in environ and key[:5] == "HTTP_":
+                environ[key] = environ[key] + _JOIN.get(key, ", ") + val
+            else:
+                environ[key] = val
 
     ctype = environ.pop("HTTP_CONTENT_TYPE", None)
     if not environ.get("CONTENT_TYPE"):

@@ -1,25 +1,22 @@
-"""Test helpers that run real processes: nginx on loopback, and the gateway itself.
+"""Test helpers for real processes: a real nginx on loopback, process-group cleanup, HTTP.
 
 ``Nginx`` writes a config into its own temp dir (pid, logs and every *_temp_path there),
-listens on a free 127.0.0.1 port and ``fastcgi_pass``-es to an upstream address;
-``Gateway`` runs ``python -m gateway --bind unix:SOCK ... MODULE:ATTR`` with its output in a
-log file. Both run in their own process group, and ``stop()`` kills that whole group
-(TERM, a short wait, KILL), so forked workers never outlive a test. The pytest fixtures
-wrapping them live in ``tests/integration/conftest.py``; ``http_request`` is a tiny
-http.client wrapper that sends the path exactly as given.
+listens on a free 127.0.0.1 port and ``fastcgi_pass``-es to an upstream address. It runs
+in its own process group, and ``stop()`` kills the whole group (TERM, a short wait, KILL)
+with ``kill_group``, which the gateway helper in ``tests/conftest.py`` uses as well.
+``http_request`` is a tiny http.client wrapper that sends the path exactly as given.
+The fixtures (``nginx_factory``, ``served``) live in ``tests/integration/conftest.py``.
 """
 
 from __future__ import annotations
 
 import http.client
-import itertools
 import json
 import os
 import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -29,7 +26,6 @@ from urllib.parse import urlsplit
 
 NGINX = os.environ.get("NGINX_BIN", "/usr/sbin/nginx")
 FASTCGI_PARAMS = "/etc/nginx/fastcgi_params"
-_seq = itertools.count(1)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -77,7 +73,7 @@ def kill_group(proc: subprocess.Popen, timeout: float = 5.0) -> int | None:
         return None
 
 
-def _read(path: Path) -> str:
+def read_text(path: Path) -> str:
     try:
         return path.read_text(errors="replace")
     except FileNotFoundError:
@@ -204,7 +200,7 @@ http {{
             self.write_conf()
             pidfile = self.dir / "nginx.pid"
             pidfile.unlink(missing_ok=True)
-            mark = len(_read(self.error_log))
+            mark = len(read_text(self.error_log))
             with open(self.dir / "nginx.out", "ab") as out:
                 self.proc = subprocess.Popen(
                     [NGINX, "-p", f"{self.dir}/", "-c", str(self.conf_path), "-e", str(self.error_log)],
@@ -216,7 +212,7 @@ http {{
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
-                    log = _read(self.error_log)[mark:] + _read(self.dir / "nginx.out")
+                    log = read_text(self.error_log)[mark:] + read_text(self.dir / "nginx.out")
                     if "Address already in use" in log and attempt < 4:
                         break
                     raise RuntimeError(f"nginx exited with {self.proc.returncode}:\n{log}")
@@ -232,7 +228,7 @@ http {{
 
     def reload(self, timeout: float = 10.0, **changes: Any) -> None:
         """Rewrite the config (with ``changes`` to the options, ``upstream=`` included) and
-        SIGHUP the master; returns once new workers started. Raises if nginx rejected it."""
+        SIGHUP the master; returns once the new workers serve. Raises if nginx rejected it."""
         assert self.proc is not None and self.proc.poll() is None, "nginx is not running"
         if "upstream" in changes:
             self.upstream = _address_of(changes.pop("upstream"))
@@ -245,138 +241,21 @@ http {{
             new = self.error_log_text()[mark:]
             if "[emerg]" in new:
                 raise RuntimeError(f"nginx rejected the new config:\n{new}")
-            if "start worker process" in new:
+            # new workers up, and the old one stopped accepting (else it may take a request)
+            if "start worker process" in new and "gracefully shutting down" in new:
                 return
             time.sleep(0.02)
         raise RuntimeError(f"nginx did not reload within {timeout}s:\n{self.error_log_text()[mark:]}")
 
     def error_log_text(self) -> str:
-        return _read(self.error_log)
+        return read_text(self.error_log)
 
     def access_log_text(self) -> str:
-        return _read(self.access_log)
+        return read_text(self.access_log)
 
     def stop(self) -> None:
         if self.proc is not None:
             kill_group(self.proc)
-
-
-# -- the gateway -----------------------------------------------------------------------
-
-
-class Gateway:
-    """``python -m gateway --bind ADDRESS *args APP`` in its own process group."""
-
-    def __init__(
-        self,
-        workdir: Path,
-        sock_dir: Path,
-        app: str,
-        *args: str,
-        env: Mapping[str, str] | None = None,
-        cwd: str | os.PathLike[str] | None = None,
-        bind: str | None = None,
-    ) -> None:
-        self.dir = Path(workdir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.address = bind or f"unix:{sock_dir}/gw{next(_seq)}.sock"
-        self.socket_path = self.address.removeprefix("unix:") if self.address.startswith("unix:") else None
-        self.cmd = [sys.executable, "-m", "gateway", "--bind", self.address, *args, app]
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("FCGI_GATEWAY_")}
-        self.env["PYTHONUNBUFFERED"] = "1"
-        if env:
-            extra = dict(env)
-            if "PYTHONPATH" in extra:  # keep the repo root and tests/apps importable
-                extra["PYTHONPATH"] = os.pathsep.join(
-                    filter(None, [extra["PYTHONPATH"], self.env.get("PYTHONPATH")])
-                )
-            self.env.update(extra)
-        self.cwd = str(cwd) if cwd is not None else str(self.dir)
-        self.log_path = self.dir / "gateway.log"
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self, wait: bool = True, timeout: float = 15.0) -> Gateway:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=self.cwd,
-                start_new_session=True,
-            )
-        if wait:
-            self.wait_ready(timeout)
-        return self
-
-    def wait_ready(self, timeout: float = 15.0) -> None:
-        """Until the bind address accepts a connection; fails with the captured log."""
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log_text()}")
-            if can_connect(self.address):
-                return
-            time.sleep(0.02)
-        raise RuntimeError(f"gateway not accepting on {self.address} after {timeout}s:\n{self.log_text()}")
-
-    def log_text(self) -> str:
-        """Everything the process wrote to stdout and stderr so far."""
-        return _read(self.log_path)
-
-    def wait_for_log(self, pattern: str, timeout: float = 10.0) -> re.Match[str]:
-        """Wait until regex ``pattern`` appears in the log."""
-        deadline = time.monotonic() + timeout
-        while True:
-            m = re.search(pattern, self.log_text())
-            if m:
-                return m
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"{pattern!r} not in the gateway log after {timeout}s:\n{self.log_text()}"
-                )
-            time.sleep(0.05)
-
-    def send_signal(self, sig: int) -> None:
-        """Signal the master process only (not its workers)."""
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-    def wait(self, timeout: float | None = None) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
-
-    def stop(self, timeout: float = 5.0) -> int | None:
-        """Kill the whole process group (TERM, wait, KILL); returns the master's status."""
-        return kill_group(self.proc, timeout) if self.proc is not None else None
-
-    def client(self, **kwargs: Any) -> Any:
-        from gateway.client import FastCGIClient
-
-        return FastCGIClient(self.address, **kwargs)
-
-
-@dataclass
-class Served:
-    gateway: Gateway
-    nginx: Nginx
-
-    @property
-    def url(self) -> str:
-        return self.nginx.url
-
-    def request(self, method: str, path: str, **kwargs: Any) -> HTTPResult:
-        return http_request(method, self.url + path, **kwargs)
-
-    def get(self, path: str, **kwargs: Any) -> HTTPResult:
-        return http_request("GET", self.url + path, **kwargs)
 
 
 # -- HTTP ------------------------------------------------------------------------------
