@@ -13,7 +13,8 @@ path and REQUEST_URI the raw one (PITFALLS.md). So:
 - headers come from HTTP_* plus non-empty CONTENT_TYPE/CONTENT_LENGTH, which win over the
   duplicate HTTP_CONTENT_* that nginx also sends; several HTTP_COOKIE params are joined with
   ``; ``.
-- the raw params stay available under ``scope["extensions"]["fastcgi"]``.
+- the raw params stay available under ``scope["extensions"]["fastcgi"]``, with the role,
+  the request id and a serial number of the FastCGI connection (to see keep-alive reuse).
 
 Values are decoded as latin-1 (bytes preserved one-to-one); nothing here raises on
 non-UTF-8 input.
@@ -57,6 +58,7 @@ def build_scope(
     state: dict[str, Any] | None = None,
     role: int = 1,
     request_id: int = 1,
+    connection: int | None = None,
 ) -> dict[str, Any]:
     """The ASGI HTTP scope for one request's params (see the module docstring)."""
     env: dict[bytes, bytes] = {}
@@ -126,7 +128,9 @@ def build_scope(
         "headers": headers,
         "client": client,
         "server": server,
-        "extensions": {"fastcgi": {"params": params, "role": role, "request_id": request_id}},
+        "extensions": {
+            "fastcgi": {"params": params, "role": role, "request_id": request_id, "connection": connection}
+        },
     }
     if state is not None:
         scope["state"] = state.copy()

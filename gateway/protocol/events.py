@@ -7,7 +7,7 @@ are built per request on the hot path. Workers dispatch with ``type(event) is X`
 
 from __future__ import annotations
 
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 
 class RequestReceived(NamedTuple):
@@ -58,6 +58,12 @@ class ConnectionClosed(NamedTuple):
     incomplete: bool = False
 
 
-Event = Union[
-    RequestReceived, StdinReceived, StdinEnded, DataReceived, DataEnded, RequestAborted, ConnectionClosed
-]
+Event = (
+    RequestReceived
+    | StdinReceived
+    | StdinEnded
+    | DataReceived
+    | DataEnded
+    | RequestAborted
+    | ConnectionClosed
+)

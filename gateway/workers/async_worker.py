@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
 import logging
 import signal
 import socket
@@ -47,9 +48,13 @@ from ..sockets import describe
 logger = logging.getLogger("gateway.error")
 
 
+_connection_serial = itertools.count(1)
+
+
 class FastCGIProtocol(asyncio.Protocol):
     def __init__(self, server: AsyncWorker) -> None:
         self.server = server
+        self.serial = next(_connection_serial)
         self.loop = server.loop
         self.transport: asyncio.Transport | None = None
         self.conn = FastCGIConnection(
@@ -164,7 +169,12 @@ class FastCGIProtocol(asyncio.Protocol):
     def _start(self, ev: RequestReceived) -> None:
         server = self.server
         scope = build_scope(
-            ev.params, root_path=server.root_path, state=server.state, role=ev.role, request_id=ev.request_id
+            ev.params,
+            root_path=server.root_path,
+            state=server.state,
+            role=ev.role,
+            request_id=ev.request_id,
+            connection=self.serial,
         )
         cycle = ASGICycle(self, ev.request_id, scope)
         self.cycles[ev.request_id] = cycle

@@ -1,53 +1,27 @@
-"""Fixtures for tests against real processes: ``gateway_factory``, ``nginx_factory``, ``served``.
+"""Fixtures for tests behind a real nginx: ``nginx_factory`` and ``served`` (gateway + nginx).
 
-Each is a factory: call it as often as a test needs; everything it started is stopped
-(the whole process group) at teardown, and the tail of every log is printed then, so a
-failing test shows the gateway's output and nginx's error log. See ``nginx.py``.
+Both are factories: call them as often as a test needs; everything started is stopped
+(the whole process group) at teardown, and the tail of each log is printed then, so a
+failing test shows nginx's error log and the gateway's output. ``gateway_factory`` is in
+``tests/conftest.py``; the nginx helper in ``nginx.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.nginx import Gateway, Nginx, Served
+from tests.integration.nginx import Nginx, http_request
 
 _TAIL = 6000
 
 
 def _tail(title: str, text: str) -> None:
     print(f"----- {title} (last {_TAIL} chars) -----\n{text[-_TAIL:]}")
-
-
-@pytest.fixture
-def gateway_factory(
-    tmp_path_factory: pytest.TempPathFactory, sock_dir: Path
-) -> Iterator[Callable[..., Gateway]]:
-    """``gateway_factory(app, *args, env=None, cwd=None, bind=None, wait=True, timeout=15.0)``
-    starts ``python -m gateway --bind unix:SOCK *args app`` and, with ``wait``, returns once
-    the socket accepts connections (raising with the log if the process exits first)."""
-    started: list[Gateway] = []
-
-    def make(
-        app: str,
-        *args: str,
-        env: Mapping[str, str] | None = None,
-        cwd: str | Path | None = None,
-        bind: str | None = None,
-        wait: bool = True,
-        timeout: float = 15.0,
-    ) -> Gateway:
-        gw = Gateway(tmp_path_factory.mktemp("gateway"), sock_dir, app, *args, env=env, cwd=cwd, bind=bind)
-        started.append(gw)
-        return gw.start(wait=wait, timeout=timeout)
-
-    yield make
-    for gw in reversed(started):
-        status = gw.stop()
-        _tail(f"gateway {gw.address} (exit status {status})", gw.log_text())
 
 
 @pytest.fixture
@@ -91,10 +65,24 @@ def nginx_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
         _tail(f"nginx error log {nginx.error_log}", nginx.error_log_text())
 
 
+@dataclass
+class Served:
+    gateway: Any  # tests/conftest.py's Gateway
+    nginx: Nginx
+
+    @property
+    def url(self) -> str:
+        return self.nginx.url
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return http_request(method, self.url + path, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return http_request("GET", self.url + path, **kwargs)
+
+
 @pytest.fixture
-def served(
-    gateway_factory: Callable[..., Gateway], nginx_factory: Callable[..., Nginx]
-) -> Callable[..., Served]:
+def served(gateway_factory: Callable[..., Any], nginx_factory: Callable[..., Nginx]) -> Callable[..., Served]:
     """``served(app, *gw_args, env=None, cwd=None, bind=None, **nginx_kwargs)``: a gateway
     and an nginx in front of it; the result has ``.url``, ``.gateway``, ``.nginx``,
     ``.get(path, ...)`` and ``.request(method, path, ...)``."""

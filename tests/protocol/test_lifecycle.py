@@ -30,6 +30,7 @@ from ._wire import (
     begin,
     canon,
     check_output,
+    drain,
     end_request,
     pairs,
     record,
@@ -71,7 +72,9 @@ def test_abort_after_the_whole_body_arrived():
 def test_abort_of_a_filter_request_during_its_data():
     conn = FastCGIConnection(roles=frozenset({FILTER}))
     conn.feed(begin(1, FILTER) + record(PARAMS, 1) + record(STDIN, 1) + record(DATA, 1, b"d"))
-    assert canon(conn.feed(abort(1) + record(DATA, 1, b"more") + record(DATA, 1))) == canon([RequestAborted(1)])
+    assert canon(conn.feed(abort(1) + record(DATA, 1, b"more") + record(DATA, 1))) == canon(
+        [RequestAborted(1)]
+    )
     check_output(conn.end_request(1))
 
 
@@ -228,3 +231,52 @@ def test_no_events_before_a_record_is_complete():
     assert repr(conn.next_event()) == "NEED_DATA"
     conn.receive_data(vector[-1:])
     assert canon([conn.next_event()]) == canon([StdinEnded(1)])
+
+
+# -- events queued when a request ends ---------------------------------------------------
+
+
+def test_end_request_drops_that_requests_untaken_events():
+    """A next_event() user gets no event of a request after ending it, whether its later
+    records arrived before end_request (queued) or after (ignored): chunking must not
+    matter. Events of other requests stay, in order."""
+    conn = FastCGIConnection(multiplex=True)
+    conn.receive_data(
+        begin(1, keep_conn=True)
+        + record(PARAMS, 1)
+        + record(STDIN, 1, b"a")
+        + begin(2, keep_conn=True)
+        + record(PARAMS, 2)
+        + record(STDIN, 1, b"b")
+        + abort(1)
+        + record(STDIN, 2, b"c")
+        + record(STDIN, 1)
+    )
+    assert canon([conn.next_event(), conn.next_event()]) == canon(
+        [RequestReceived(1, RESPONDER, True, []), StdinReceived(1, b"a")]
+    )
+    check_output(conn.send_response(1, b"Status: 413\r\n\r\n"))  # answered without the body
+    assert canon(drain(conn)) == canon([RequestReceived(2, RESPONDER, True, []), StdinReceived(2, b"c")])
+    assert conn.feed(record(STDIN, 1, b"late")) == []
+
+
+def test_dropped_events_no_longer_count_against_the_stdin_buffer():
+    conn = FastCGIConnection(max_stdin_buffer=10, multiplex=True)
+    conn.receive_data(
+        begin(1) + record(PARAMS, 1) + begin(2) + record(PARAMS, 2) + record(STDIN, 1, b"12345678")
+    )
+    assert type(conn.next_event()) is RequestReceived
+    check_output(conn.end_request(1))
+    conn.receive_data(record(STDIN, 2, b"abcdefgh"))  # 8 + 8 > 10 had request 1's chunk stayed counted
+    assert canon(drain(conn)) == canon(
+        [RequestReceived(2, RESPONDER, False, []), StdinReceived(2, b"abcdefgh")]
+    )
+
+
+def test_end_request_keeps_a_queued_connection_closed():
+    conn = FastCGIConnection()
+    conn.receive_data(request(1, [], b"body"))
+    conn.receive_data(b"")
+    assert type(conn.next_event()) is RequestReceived
+    check_output(conn.end_request(1))
+    assert canon(drain(conn)) == canon([ConnectionClosed(False)])

@@ -48,7 +48,11 @@ def _assert_stays_broken(conn: FastCGIConnection, match: str) -> None:
 def test_params_exactly_at_the_byte_limit_are_accepted():
     params = [(b"K", b"v" * 97)]  # 1 + 1 + 1 + 97 = 100 bytes
     assert len(pairs(params)) == 100
-    tr(request(1, params), [RequestReceived(1, RESPONDER, False, params), StdinEnded(1)], max_params_bytes=100)
+    tr(
+        request(1, params),
+        [RequestReceived(1, RESPONDER, False, params), StdinEnded(1)],
+        max_params_bytes=100,
+    )
 
 
 def test_params_over_the_byte_limit():
@@ -106,7 +110,11 @@ def test_stdin_buffer_limit_on_untaken_events():
 
 def test_stdin_buffer_exactly_full_is_fine():
     tr(
-        begin(1) + record(PARAMS, 1) + record(STDIN, 1, b"12345") + record(STDIN, 1, b"67890") + record(STDIN, 1),
+        begin(1)
+        + record(PARAMS, 1)
+        + record(STDIN, 1, b"12345")
+        + record(STDIN, 1, b"67890")
+        + record(STDIN, 1),
         [
             RequestReceived(1, RESPONDER, False, []),
             StdinReceived(1, b"12345"),

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from gateway.protocol import (
-    DataEnded,
-    DataReceived,
     FCGI_KEEP_CONN,
     MAX_CONTENT_LENGTH,
+    DataEnded,
+    DataReceived,
     FastCGIConnection,
     ProtocolStatus,
     RecordType,
@@ -52,6 +52,13 @@ from ._wire import (
 
 #: Types only an application sends: a web server sending one breaks the protocol.
 NEVER_RECEIVED = [END_REQUEST, STDOUT, STDERR, GET_VALUES_RESULT, UNKNOWN_TYPE]
+NAMES = {
+    END_REQUEST: "END_REQUEST",
+    STDOUT: "STDOUT",
+    STDERR: "STDERR",
+    GET_VALUES_RESULT: "GET_VALUES_RESULT",
+    UNKNOWN_TYPE: "UNKNOWN_TYPE",
+}
 
 
 def _get_values(*names: bytes, values: bytes = b"") -> bytes:
@@ -107,7 +114,7 @@ def test_begin_request_body_must_be_8_bytes(length):
 @pytest.mark.parametrize("rid", [0, 1])
 def test_records_an_application_never_receives_are_errors(rtype, rid):
     content = bytes(8)
-    tr_error(record(rtype, rid, content), type_name(rtype))
+    tr_error(record(rtype, rid, content), NAMES[rtype])
 
 
 @pytest.mark.parametrize("rtype", NEVER_RECEIVED)
@@ -115,7 +122,7 @@ def test_never_received_types_are_errors_mid_request(rtype):
     """Even with a request in progress, e.g. a STDOUT echoed back for it."""
     vector = begin(1) + record(PARAMS, 1) + record(rtype, 1, bytes(8))
     conn = FastCGIConnection()
-    with pytest.raises(RemoteProtocolError, match=type_name(rtype)):
+    with pytest.raises(RemoteProtocolError, match=NAMES[rtype]):
         conn.receive_data(vector)
     assert canon([conn.next_event()]) == canon([RequestReceived(1, RESPONDER, False, [])])
     assert conn.broken
@@ -129,16 +136,6 @@ def test_get_values_with_a_request_id_is_an_error():
 def test_request_records_with_request_id_0_are_errors(rtype):
     content = bytes([0, 1, 0, 0, 0, 0, 0, 0]) if rtype == BEGIN_REQUEST else b""
     tr_error(record(rtype, 0, content), "request id 0")
-
-
-def type_name(rtype: int) -> str:
-    return {
-        END_REQUEST: "END_REQUEST",
-        STDOUT: "STDOUT",
-        STDERR: "STDERR",
-        GET_VALUES_RESULT: "GET_VALUES_RESULT",
-        UNKNOWN_TYPE: "UNKNOWN_TYPE",
-    }[rtype]
 
 
 # -- versions -------------------------------------------------------------------------
@@ -180,7 +177,11 @@ def test_bad_version_is_detected_from_the_header_alone():
             [b"FCGI_MPXS_CONNS", b"FCGI_MAX_CONNS", b"FCGI_MAX_REQS"],
             [(b"FCGI_MPXS_CONNS", b"1"), (b"FCGI_MAX_CONNS", b"64"), (b"FCGI_MAX_REQS", b"128")],
         ),
-        ({"max_conns": 10}, [b"FCGI_NOT_A_VAR", b"FCGI_MAX_CONNS", b"fcgi_max_reqs"], [(b"FCGI_MAX_CONNS", b"10")]),
+        (
+            {"max_conns": 10},
+            [b"FCGI_NOT_A_VAR", b"FCGI_MAX_CONNS", b"fcgi_max_reqs"],
+            [(b"FCGI_MAX_CONNS", b"10")],
+        ),
         ({}, [b"UNKNOWN"], []),
         ({}, [], []),
     ],

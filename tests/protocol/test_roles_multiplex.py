@@ -113,7 +113,9 @@ def test_filter_role_when_enabled_streams_stdin_then_data():
     )
     conn = FastCGIConnection(roles=roles)
     conn.feed(vector)
-    assert conn.send_response(2, b"filtered") == record(STDOUT, 2, b"filtered") + record(STDOUT, 2) + end_request(2)
+    assert conn.send_response(2, b"filtered") == record(STDOUT, 2, b"filtered") + record(
+        STDOUT, 2
+    ) + end_request(2)
 
 
 def test_filter_can_answer_before_its_data_and_the_rest_is_ignored():
@@ -262,7 +264,10 @@ def test_request_ended_before_its_stdin_finished_ignores_the_rest_then_id_reuse_
     )
     assert conn.active_requests == 0
     # nginx keeps sending the body it already had, then the end of STDIN.
-    assert conn.feed(record(STDIN, 1, b"part 2") + record(STDIN, 1, b"part 3") + abort(1) + record(STDIN, 1)) == []
+    assert (
+        conn.feed(record(STDIN, 1, b"part 2") + record(STDIN, 1, b"part 3") + abort(1) + record(STDIN, 1))
+        == []
+    )
     assert conn.data_to_send() == b""
     # The next request with the same id is a new request, body and all.
     events = conn.feed(request(1, P, b"next body", keep_conn=True))
@@ -280,4 +285,6 @@ def test_early_end_then_reuse_fed_one_byte_at_a_time():
     events = []
     for i in range(len(rest)):
         events += conn.feed(rest[i : i + 1])
-    assert canon(events) == canon([RequestReceived(1, RESPONDER, True, P), StdinReceived(1, b"z"), StdinEnded(1)])
+    assert canon(events) == canon(
+        [RequestReceived(1, RESPONDER, True, P), StdinReceived(1, b"z"), StdinEnded(1)]
+    )

@@ -43,6 +43,7 @@ blob = st.one_of(st.binary(max_size=20), st.binary(min_size=120, max_size=300))
 pair_lists = st.lists(st.tuples(blob, blob), max_size=12)
 
 
+@settings(deadline=None)
 @given(pair_lists)
 def test_pairs_round_trip(items):
     encoded = encode_pairs(items)
@@ -51,11 +52,13 @@ def test_pairs_round_trip(items):
     assert decode_nv(encoded) == items
 
 
+@settings(deadline=None)
 @given(pair_lists)
 def test_pairs_decode_non_canonical_long_lengths(items):
     assert decode_pairs(pairs(items, long=True)) == items
 
 
+@settings(deadline=None)
 @given(pair_lists, st.data())
 def test_pairs_truncated_anywhere_is_an_error_or_a_prefix(items, data):
     """A cut inside a pair raises; a cut between pairs decodes to a prefix. Never anything
@@ -129,7 +132,9 @@ def test_request_split_at_random_points_decodes_identically(req, data):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(0, 250_000), st.sampled_from(["send_stdout", "send_stderr", "send_response"]), st.randoms())
+@given(
+    st.integers(0, 250_000), st.sampled_from(["send_stdout", "send_stderr", "send_response"]), st.randoms()
+)
 def test_output_of_any_size_decodes_back(size, method, rnd: random.Random):
     data = rnd.randbytes(size)
     conn = FastCGIConnection()
@@ -145,7 +150,7 @@ def test_output_of_any_size_decodes_back(size, method, rnd: random.Random):
     assert len(chunks) == -(-size // 65535)
 
 
-@settings(max_examples=50)
+@settings(max_examples=50, deadline=None)
 @given(st.lists(st.binary(max_size=3000), max_size=8))
 def test_many_writes_then_end_form_one_valid_stream(writes):
     conn = FastCGIConnection()

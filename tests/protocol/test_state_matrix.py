@@ -1,10 +1,11 @@
 """The full request-state x record-type matrix, with expectations written out by hand.
 
-For each state a request id can be in (no request, PARAMS, STDIN, DATA, DONE, ABORTED,
-ENDED) the test drives a fresh connection into that state through the public API only,
-then sends one record of each of the eleven FastCGI 1.0 types for the same request id and
-checks the documented outcome. ``EXPECTED`` is written from the protocol (and the state
-diagram in gateway/protocol/state.py's docstring), not read from ``state.RECEIVE``.
+For each state a request id can be in (no request; freed, after a complete request was
+answered; PARAMS, STDIN, DATA, DONE, ABORTED, ENDED) the test drives a fresh connection
+into that state through the public API only, then sends one record of each of the eleven
+FastCGI 1.0 types for the same request id and checks the documented outcome. ``EXPECTED``
+is written from the protocol (and the state diagram in gateway/protocol/state.py's
+docstring), not read from ``state.RECEIVE``.
 """
 
 from __future__ import annotations
@@ -94,8 +95,14 @@ def _to_ended(conn: FastCGIConnection) -> None:
     check_output(conn.end_request(RID))  # the app answered before reading the whole body
 
 
+def _to_freed(conn: FastCGIConnection) -> None:
+    _to_done(conn)
+    check_output(conn.end_request(RID))  # a complete request answered: the id is free again
+
+
 SETUP: dict[str, Callable[[FastCGIConnection], None]] = {
     "none": _to_none,
+    "freed": _to_freed,
     "PARAMS": _to_params,
     "STDIN": _to_stdin,
     "DATA": _to_data,
@@ -104,21 +111,25 @@ SETUP: dict[str, Callable[[FastCGIConnection], None]] = {
     "ENDED": _to_ended,
 }
 
+#: A free id: never used, or its complete request was answered.
+_FREE_ID = {
+    BEGIN_REQUEST: ACCEPT,
+    ABORT_REQUEST: IGNORE,  # an abort racing with our END_REQUEST
+    END_REQUEST: ERROR,
+    PARAMS: ERROR,
+    STDIN: ERROR,
+    STDOUT: ERROR,
+    STDERR: ERROR,
+    DATA: ERROR,
+    GET_VALUES: ERROR,  # management records use id 0
+    GET_VALUES_RESULT: ERROR,
+    UNKNOWN_TYPE: ERROR,
+}
+
 #: What each record type does for a request in each state (hand-written).
 EXPECTED: dict[str, dict[int, str]] = {
-    "none": {
-        BEGIN_REQUEST: ACCEPT,
-        ABORT_REQUEST: IGNORE,  # an abort racing with our END_REQUEST
-        END_REQUEST: ERROR,
-        PARAMS: ERROR,
-        STDIN: ERROR,
-        STDOUT: ERROR,
-        STDERR: ERROR,
-        DATA: ERROR,
-        GET_VALUES: ERROR,  # management records use id 0
-        GET_VALUES_RESULT: ERROR,
-        UNKNOWN_TYPE: ERROR,
-    },
+    "none": _FREE_ID,
+    "freed": _FREE_ID,
     "PARAMS": {
         BEGIN_REQUEST: ERROR,
         ABORT_REQUEST: CODEC_ENDS,  # the worker never heard of it
@@ -288,8 +299,16 @@ def test_ignored_stream_ends_do_not_revive_a_request(state):
 
 @pytest.mark.parametrize(
     ("state", "can_send"),
-    [("none", False), ("PARAMS", False), ("STDIN", True), ("DATA", True), ("DONE", True), ("ABORTED", True),
-     ("ENDED", False)],
+    [
+        ("none", False),
+        ("freed", False),
+        ("PARAMS", False),
+        ("STDIN", True),
+        ("DATA", True),
+        ("DONE", True),
+        ("ABORTED", True),
+        ("ENDED", False),
+    ],
 )
 def test_sending_allowed_only_for_requests_the_worker_knows(state, can_send):
     conn = FastCGIConnection(roles=ROLES)
@@ -297,7 +316,10 @@ def test_sending_allowed_only_for_requests_the_worker_knows(state, can_send):
     if can_send:
         out = conn.send_stdout(RID, b"x") + conn.send_stderr(RID, b"e") + conn.end_request(RID)
         assert out == (
-            record(STDOUT, RID, b"x") + record(STDERR, RID, b"e") + record(STDOUT, RID) + record(STDERR, RID)
+            record(STDOUT, RID, b"x")
+            + record(STDERR, RID, b"e")
+            + record(STDOUT, RID)
+            + record(STDERR, RID)
             + end_request(RID)
         )
         with pytest.raises(LocalProtocolError):

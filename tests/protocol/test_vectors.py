@@ -113,7 +113,10 @@ def test_name_value_pairs_with_one_and_four_byte_lengths(name_len, value_len):
     pair = (bytes(i % 251 for i in range(name_len)), b"v" * value_len)
     block = pairs([pair, (b"AFTER", b"x")])
     # The encoder picked the 4-byte form exactly for lengths >= 128.
-    assert len(block) == (4 if name_len >= 128 else 1) + (4 if value_len >= 128 else 1) + name_len + value_len + 8
+    assert (
+        len(block)
+        == (4 if name_len >= 128 else 1) + (4 if value_len >= 128 else 1) + name_len + value_len + 8
+    )
     tr(
         request(1, [pair, (b"AFTER", b"x")]),
         [RequestReceived(1, RESPONDER, False, [pair, (b"AFTER", b"x")]), StdinEnded(1)],
@@ -141,7 +144,11 @@ def test_every_padding_length_is_skipped(padding):
     vector = request(7, [(b"K", b"v" * 130)], b"body", padding=padding)
     tr(
         vector,
-        [RequestReceived(7, RESPONDER, False, [(b"K", b"v" * 130)]), StdinReceived(7, b"body"), StdinEnded(7)],
+        [
+            RequestReceived(7, RESPONDER, False, [(b"K", b"v" * 130)]),
+            StdinReceived(7, b"body"),
+            StdinEnded(7),
+        ],
     )
 
 
@@ -157,7 +164,11 @@ def test_keep_conn_flag_reserved_bits_ignored(flags, keep_conn):
 def test_keep_conn_reported_and_highest_request_id(keep_conn):
     tr(
         request(65535, [(b"A", b"1")], b"x", keep_conn=keep_conn),
-        [RequestReceived(65535, RESPONDER, keep_conn, [(b"A", b"1")]), StdinReceived(65535, b"x"), StdinEnded(65535)],
+        [
+            RequestReceived(65535, RESPONDER, keep_conn, [(b"A", b"1")]),
+            StdinReceived(65535, b"x"),
+            StdinEnded(65535),
+        ],
     )
 
 
@@ -235,7 +246,9 @@ def test_end_request_bytes_close_stderr_when_it_was_used():
     assert conn.end_request(1, 3) == record(STDOUT, 1) + record(STDERR, 1) + end_request(1, 3, 0)
 
 
-@pytest.mark.parametrize(("app_status", "wire"), [(0, 0), (1, 1), (255, 255), (2**31, 2**31), (-1, 0xFFFFFFFF)])
+@pytest.mark.parametrize(
+    ("app_status", "wire"), [(0, 0), (1, 1), (255, 255), (2**31, 2**31), (-1, 0xFFFFFFFF)]
+)
 def test_end_request_app_status_is_32_bit(app_status, wire):
     conn = _ready(rid=300)
     out = conn.end_request(300, app_status)

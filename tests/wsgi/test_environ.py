@@ -1,0 +1,130 @@
+"""The PEP 3333 environ builder, by dict equality from params nginx really sent."""
+
+from __future__ import annotations
+
+from gateway.wsgi.environ import build_environ
+from tests.capture import captured_requests
+
+REQ = captured_requests()
+BASE = {"wsgi.version": (1, 0), "wsgi.run_once": False}
+COMMON = {
+    "wsgi.version": (1, 0),
+    "wsgi.run_once": False,
+    "DOCUMENT_ROOT": "/tmp/peers/nginx/html",
+    "SERVER_PROTOCOL": "HTTP/1.1",
+    "REQUEST_SCHEME": "http",
+    "GATEWAY_INTERFACE": "CGI/1.1",
+    "SERVER_SOFTWARE": "nginx/1.22.1",
+    "REMOTE_ADDR": "127.0.0.1",
+    "REMOTE_USER": "",
+    "SERVER_ADDR": "127.0.0.1",
+    "SERVER_PORT": "28417",
+    "REDIRECT_STATUS": "200",
+    "HTTP_HOST": "127.0.0.1",
+    "HTTP_USER_AGENT": "curl/7.88.1",
+    "HTTP_ACCEPT": "*/*",
+    "wsgi.url_scheme": "http",
+    "SERVER_NAME": "127.0.0.1",
+}
+
+
+def test_get_duplicate_cookies_unicode_path():
+    env = build_environ(REQ["/app/x y"], BASE)
+    assert env == {
+        **COMMON,
+        "QUERY_STRING": "q=1",
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": "/app/x y",
+        "REQUEST_URI": "/app/x%20y?q=1",
+        "DOCUMENT_URI": "/app/x y",
+        "REMOTE_PORT": "49452",
+        "HTTP_X_FOO_BAR": "d",
+        "HTTP_COOKIE": "a=1; b=2",
+    }
+
+
+def test_post_content_vars_once():
+    env = build_environ(REQ["/form"], BASE)
+    assert env == {
+        **COMMON,
+        "QUERY_STRING": "",
+        "REQUEST_METHOD": "POST",
+        "CONTENT_TYPE": "application/x-www-form-urlencoded",
+        "CONTENT_LENGTH": "7",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": "/form",
+        "REQUEST_URI": "/form",
+        "DOCUMENT_URI": "/form",
+        "REMOTE_PORT": "49454",
+    }
+
+
+def test_chunked_keeps_transfer_encoding():
+    env = build_environ(REQ["/nobuf/chunked"], BASE)
+    assert env["HTTP_TRANSFER_ENCODING"] == "chunked"
+    assert env["CONTENT_TYPE"] == "application/x-www-form-urlencoded"
+    assert "HTTP_CONTENT_TYPE" not in env
+
+
+def test_get_drops_empty_content_vars():
+    env = build_environ(REQ["/keep/1"], BASE)
+    assert "CONTENT_TYPE" not in env and "CONTENT_LENGTH" not in env
+
+
+def test_root_path_splits_script_name_and_path_info():
+    env = build_environ(REQ["/app/x y"], BASE, root_path="/app")
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/app", "/x y")
+    env = build_environ(REQ["/form"], BASE, root_path="/app")  # not under the mount point
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/app", "/form")
+    env = build_environ(REQ["/app/x y"], BASE, root_path="/ap")  # not at a segment boundary
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/ap", "/app/x y")
+
+
+def test_path_info_from_server_is_kept():
+    params = [
+        (b"REQUEST_METHOD", b"GET"),
+        (b"SCRIPT_NAME", b"/index.py"),
+        (b"PATH_INFO", b"/a/b"),
+        (b"REQUEST_URI", b"/index.py/a/b"),
+    ]
+    env = build_environ(params, BASE)
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/index.py", "/a/b")
+
+
+def test_percent_decoded_utf8_path_is_latin1_bytes_as_str():
+    params = [(b"REQUEST_METHOD", b"GET"), (b"REQUEST_URI", b"/caf%C3%A9/%2541?x=%20")]
+    env = build_environ(params, BASE)
+    assert env["PATH_INFO"] == "/caf\xc3\xa9/%41"
+    assert env["PATH_INFO"].encode("latin-1").decode("utf-8") == "/café/%41"
+    assert env["QUERY_STRING"] == "x=%20"
+
+
+def test_custom_params_and_https_pass_through():
+    params = [
+        (b"REQUEST_METHOD", b"GET"),
+        (b"REQUEST_URI", b"/"),
+        (b"HTTPS", b"on"),
+        (b"SCRIPT_FILENAME", b"/srv/app.py"),
+        (b"APP_ENV", b"prod"),
+        (b"HTTP_HOST", b"example.org:8443"),
+        (b"SERVER_NAME", b""),
+        (b"HTTP_X_MULTI", b"a"),
+        (b"HTTP_X_MULTI", b"b"),
+    ]
+    env = build_environ(params, BASE)
+    assert env["wsgi.url_scheme"] == "https"
+    assert env["SCRIPT_FILENAME"] == "/srv/app.py"
+    assert env["APP_ENV"] == "prod"
+    assert env["SERVER_NAME"] == "example.org"
+    assert env["SERVER_PORT"] == "443"
+    assert env["HTTP_X_MULTI"] == "a, b"
+
+
+def test_minimal_params_get_pep3333_defaults():
+    env = build_environ([(b"SCRIPT_NAME", b"/x")], BASE)
+    assert env["REQUEST_METHOD"] == "GET"
+    assert env["QUERY_STRING"] == ""
+    assert env["SERVER_PROTOCOL"] == "HTTP/1.1"
+    assert env["SERVER_NAME"] == "localhost" and env["SERVER_PORT"] == "80"
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("", "/x")
