@@ -144,6 +144,67 @@ def main() -> None:
     help="Event loop of the async worker (auto: uvloop when installed).",
 )
 @_opt(
+    "-w",
+    "--workers",
+    type=click.IntRange(1, 512),
+    default=1,
+    show_default=True,
+    help="Worker processes (one per core is a good start; more for I/O-bound WSGI apps).",
+)
+@_opt(
+    "--preload",
+    is_flag=True,
+    help="Load the app in the master before forking (shares memory; a reload then cannot pick up new code).",
+)
+@_opt(
+    "--max-requests",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Recycle a worker after this many requests (0 = never).",
+)
+@_opt(
+    "--max-requests-jitter",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Add 0..N to each worker's --max-requests.",
+)
+@_opt("--max-lifetime", type=DURATION, default="0", help="Recycle a worker after this long (e.g. 1h).")
+@_opt(
+    "--max-lifetime-jitter",
+    type=DURATION,
+    default="0",
+    help="Add up to this much to each worker's --max-lifetime.",
+)
+@_opt(
+    "--max-memory",
+    type=SIZE,
+    default="0",
+    help="Recycle a worker whose RSS exceeds this after a request (e.g. 256M).",
+)
+@_opt(
+    "--max-concurrent-recycles",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Workers replaced at once for recycling.",
+)
+@_opt(
+    "--heartbeat-timeout",
+    type=DURATION,
+    default="60s",
+    show_default=True,
+    help="Kill a worker whose loop has been silent this long (0 = off).",
+)
+@_opt(
+    "--pid",
+    "pid_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the master's pid to this file.",
+)
+@_opt(
     "--threads",
     type=click.IntRange(1, 1024),
     default=1,
@@ -209,6 +270,16 @@ def serve(app: str, binds: tuple[str, ...], **opts: Any) -> None:
             lifespan=opts["lifespan"],
             loop=opts["loop"],
             threads=opts["threads"],
+            workers=opts["workers"],
+            preload=opts["preload"],
+            max_requests=opts["max_requests"],
+            max_requests_jitter=opts["max_requests_jitter"],
+            max_lifetime_s=opts["max_lifetime"],
+            max_lifetime_jitter_s=opts["max_lifetime_jitter"],
+            max_memory_bytes=opts["max_memory"],
+            max_concurrent_recycles=opts["max_concurrent_recycles"],
+            heartbeat_timeout_s=opts["heartbeat_timeout"],
+            pid_file=opts["pid_file"],
             bridge_threads=opts["bridge_threads"],
             graceful_timeout_s=opts["graceful_timeout"],
             backlog=opts["backlog"],

@@ -83,6 +83,15 @@ class Config:
     debug: bool = False
     graceful_timeout_s: float = 30.0
     workers: int = 1
+    preload: bool = False
+    max_requests: int = 0
+    max_requests_jitter: int = 0
+    max_lifetime_s: float = 0.0
+    max_lifetime_jitter_s: float = 0.0
+    max_memory_bytes: int = 0
+    max_concurrent_recycles: int = 1
+    heartbeat_timeout_s: float = 60.0
+    pid_file: str | None = None
     threads: int = 1
     bridge_threads: int = 10
     max_params_bytes: int = 256 * 1024

@@ -1,20 +1,23 @@
 """Start-up orchestration for one serving process: bind, load the app, pick the worker, run.
 
 ``run(config)`` raises GatewayError subclasses on failure; the CLI maps them to exit
-codes. (The prefork arbiter plugs in here when ``workers > 1``.)
+codes. The master binds once and runs the arbiter; workers load the app after fork.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 from typing import Any
 
+from .arbiter import Arbiter
 from .config import Config
 from .errors import ConfigError
 from .loading import as_asgi3, load_app, resolve_interface
 from .sockets import cleanup_unix_sockets, create_sockets
+from .workers.base import Limits, WorkerControl
 
 logger = logging.getLogger("gateway.error")
 
@@ -42,27 +45,56 @@ def prepare_app(config: Config) -> tuple[Any, str, str]:
     return app, interface, kind
 
 
-def make_worker(config: Config, app: Any, kind: str, sockets: list[socket.socket]) -> Any:
+def make_worker(
+    config: Config, app: Any, kind: str, sockets: list[socket.socket], control: WorkerControl | None = None
+) -> Any:
     if kind == "async":
         from .workers.async_worker import AsyncWorker
 
-        return AsyncWorker(config, app, sockets)
+        return AsyncWorker(config, app, sockets, control)
     from .workers.sync_worker import SyncWorker
 
-    return SyncWorker(config, app, sockets)
+    return SyncWorker(config, app, sockets, control)
+
+
+def limits_of(config: Config) -> Limits:
+    return Limits(
+        max_requests=config.max_requests,
+        max_requests_jitter=config.max_requests_jitter,
+        max_lifetime_s=config.max_lifetime_s,
+        max_lifetime_jitter_s=config.max_lifetime_jitter_s,
+        max_memory_bytes=config.max_memory_bytes,
+    )
 
 
 def run(config: Config) -> None:
+    """Bind, then run the arbiter; each forked worker loads the app (unless --preload)."""
     if config.chdir:
         os.chdir(config.chdir)
     sockets = create_sockets(
         config.binds, backlog=config.backlog, mode=config.socket_mode, owner=config.socket_owner
     )
+    preloaded = None
+    if config.preload:
+        preloaded = prepare_app(config)
+        logger.info("application %s preloaded (%s, %s worker)", config.app, preloaded[1], preloaded[2])
+
+    def child_main(control_fd: int) -> None:
+        control = WorkerControl(control_fd, limits_of(config), heartbeat_s=1.0)
+        app, interface, kind = preloaded or prepare_app(config)
+        if preloaded is None:
+            logger.info("application %s loaded (%s, %s worker)", config.app, interface, kind)
+        make_worker(config, app, kind, sockets, control).run()
+
+    if config.pid_file:
+        with open(config.pid_file, "w") as f:
+            f.write(f"{os.getpid()}\n")
     try:
-        app, interface, kind = prepare_app(config)
-        logger.info("application %s loaded (%s, %s worker)", config.app, interface, kind)
-        make_worker(config, app, kind, sockets).run()
+        Arbiter(config, sockets, child_main).run()
     finally:
         cleanup_unix_sockets(sockets)
         for sock in sockets:
             sock.close()
+        if config.pid_file:
+            with contextlib.suppress(OSError):
+                os.unlink(config.pid_file)

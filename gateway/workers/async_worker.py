@@ -23,6 +23,7 @@ import asyncio
 import contextvars
 import itertools
 import logging
+import os
 import signal
 import socket
 import time
@@ -44,11 +45,15 @@ from ..protocol import (
 from ..protocol.records import encode_end_request, encode_stream
 from ..response import error_response
 from ..sockets import describe
+from .base import WorkerControl
 
 logger = logging.getLogger("gateway.error")
 
 
 _connection_serial = itertools.count(1)
+#: While stopping, a keep-alive connection is closed once it has been idle this long:
+#: closing right after END_REQUEST races with nginx reusing it (PITFALLS.md: lost POSTs).
+IDLE_CLOSE_S = 0.02
 
 
 class FastCGIProtocol(asyncio.Protocol):
@@ -70,6 +75,7 @@ class FastCGIProtocol(asyncio.Protocol):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._paused_by: set[ASGICycle] = set()
         self.closed = False
+        self.idle_since = time.monotonic()
 
     # -- transport callbacks ---------------------------------------------------------
 
@@ -161,8 +167,10 @@ class FastCGIProtocol(asyncio.Protocol):
         if self.cycles.get(cycle.rid) is cycle:
             del self.cycles[cycle.rid]
         self.resume_reading_for(cycle)
-        if not self.conn.active_requests and (self.conn.should_close or self.server.stopping):
-            self.close()
+        if not self.conn.active_requests:
+            self.idle_since = time.monotonic()
+            if self.conn.should_close:
+                self.close()
 
     # -- internals -------------------------------------------------------------------
 
@@ -222,15 +230,18 @@ class FastCGIProtocol(asyncio.Protocol):
             self._disconnect_all()
             self.transport.close()  # type: ignore[union-attr]
 
-    def close_if_idle(self) -> None:
-        if not self.conn.active_requests:
+    def close_if_idle(self, min_idle: float = 0.0) -> None:
+        if not self.conn.active_requests and time.monotonic() - self.idle_since >= min_idle:
             self.close()
 
 
 class AsyncWorker:
     """Serves an ASGI 3 application on already-bound listening sockets."""
 
-    def __init__(self, config: Config, app: Any, sockets: list[socket.socket]) -> None:
+    def __init__(
+        self, config: Config, app: Any, sockets: list[socket.socket], control: WorkerControl | None = None
+    ) -> None:
+        self.control = control or WorkerControl()
         self.config = config
         self.app = app
         self.sockets = sockets
@@ -293,12 +304,22 @@ class AsyncWorker:
                 srv = await self.loop.create_server(factory, sock=sock, backlog=self.config.backlog)
             servers.append(srv)
             logger.info("serving ASGI on %s (async worker, %s)", describe(sock), type(self.loop).__module__)
+        self.control.ready()
+        beat = self.loop.create_task(self._heartbeat())
         await self._stop.wait()
+        beat.cancel()
         logger.info(
             "stopping: %s", signal.Signals(self.signal_received).name if self.signal_received else "requested"
         )
         await self._shutdown(servers)
         await lifespan.shutdown()
+
+    async def _heartbeat(self) -> None:
+        # Beats come from the loop itself: a loop blocked by the app stops beating and the
+        # master notices.
+        while True:
+            await asyncio.sleep(self.control.heartbeat_s)
+            self.control.beat()
 
     def _protocol_factory(self) -> FastCGIProtocol:
         return FastCGIProtocol(self)
@@ -312,18 +333,32 @@ class AsyncWorker:
         task = asyncio.current_task()
         if task is not None:
             self.tasks.discard(task)  # type: ignore[arg-type]
+        if self.control.request_done() and not self.stopping:
+            logger.info("worker %d recycling (%s)", os.getpid(), self.control.recycling)
+            self.request_stop()
+
+    def _drain_backlog(self) -> None:
+        """Take the connections already queued in the listen backlog (one bounded burst)."""
+        for sock in self.sockets:
+            for _ in range(64):
+                try:
+                    conn, _ = sock.accept()
+                except (BlockingIOError, InterruptedError, OSError):
+                    break
+                conn.setblocking(False)
+                self.loop.create_task(self.loop.connect_accepted_socket(self._protocol_factory, conn))
 
     async def _shutdown(self, servers: list[asyncio.AbstractServer]) -> None:
         self.stopping = True
+        self._drain_backlog()
         for srv in servers:
             srv.close()
-        for proto in list(self.connections):
-            proto.close_if_idle()
+        await asyncio.sleep(0)
         deadline = time.monotonic() + self.config.graceful_timeout_s
         while (self.tasks or self.connections) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
             for proto in list(self.connections):
-                proto.close_if_idle()
+                proto.close_if_idle(IDLE_CLOSE_S)
+            await asyncio.sleep(0.005)
         if self.tasks:
             logger.warning("graceful timeout: cancelling %d unfinished request(s)", len(self.tasks))
             for task in list(self.tasks):

@@ -28,6 +28,7 @@ import os
 import select
 import signal
 import socket
+import time
 from typing import Any
 
 from ..config import Config
@@ -45,16 +46,20 @@ from ..sockets import describe
 from ..wsgi.environ import build_environ
 from ..wsgi.handler import WSGIResponder
 from ..wsgi.streams import ErrorStream, FileWrapper, InputStream
+from .base import WorkerControl
 
 logger = logging.getLogger("gateway.error")
 
 RECV_SIZE = 256 * 1024
 ACCEPT_BURST = 32
+#: While stopping, a keep-alive connection is closed once it has been idle this long:
+#: closing right after END_REQUEST races with nginx reusing it (PITFALLS.md: lost POSTs).
+IDLE_CLOSE_S = 0.02
 EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
 
 
 class _Conn:
-    __slots__ = ("codec", "dead", "fd", "input", "registered", "request", "sock")
+    __slots__ = ("codec", "dead", "fd", "idle_since", "input", "registered", "request", "sock")
 
     def __init__(self, sock: socket.socket, codec: FastCGIConnection) -> None:
         self.sock = sock
@@ -64,6 +69,7 @@ class _Conn:
         self.input: InputStream | None = None
         self.dead = False
         self.registered = False
+        self.idle_since = 0.0
 
 
 class SyncWorker:
@@ -71,11 +77,15 @@ class SyncWorker:
 
     multithread = False
 
-    def __init__(self, config: Config, app: Any, sockets: list[socket.socket]) -> None:
+    def __init__(
+        self, config: Config, app: Any, sockets: list[socket.socket], control: WorkerControl | None = None
+    ) -> None:
         self.config = config
         self.app = app
         self.sockets = sockets
+        self.control = control or WorkerControl()
         self.stopping = False
+        self.draining = False
         self.signal_received: int | None = None
         self.requests_served = 0
         self._conns: dict[int, _Conn] = {}
@@ -115,10 +125,23 @@ class SyncWorker:
             ep.register(sock.fileno(), select.EPOLLIN | EPOLLEXCLUSIVE)
             logger.info("serving WSGI on %s (sync worker)", describe(sock))
         ep.register(rfd, select.EPOLLIN)
+        control = self.control
+        control.ready()
+        deadline = 0.0
         try:
-            while self.signal_received is None:
+            while True:
+                if self.signal_received is not None and not self.stopping:
+                    self.stopping = True
+                    logger.info("stopping: %s", signal.Signals(self.signal_received).name)
+                    self._drain_backlog()
+                    self._stop_accepting()
+                if self.stopping or self.draining:
+                    if not deadline:
+                        deadline = time.monotonic() + self.config.graceful_timeout_s
+                    if not self._close_idle() or time.monotonic() > deadline:
+                        break
                 try:
-                    ready = ep.poll(1.0)
+                    ready = ep.poll(0.005 if deadline else 1.0)
                 except InterruptedError:
                     continue
                 for fd, _mask in ready:
@@ -133,9 +156,7 @@ class SyncWorker:
                         conn = self._conns.get(fd)
                         if conn is not None:
                             self._readable(conn)
-                    if self.signal_received is not None:
-                        break
-            logger.info("stopping: %s", signal.Signals(self.signal_received).name)
+                control.beat()
         finally:
             for conn in list(self._conns.values()):
                 self._close(conn)
@@ -144,11 +165,32 @@ class SyncWorker:
             os.close(rfd)
             os.close(wfd)
 
+    def _stop_accepting(self) -> None:
+        for fd in list(self._listeners):
+            try:
+                self._ep.unregister(fd)
+            except (OSError, ValueError):
+                pass
+        self._listeners.clear()
+
+    def _drain_backlog(self) -> None:
+        """Serve connections already queued in the listen backlog before stopping."""
+        for sock in list(self._listeners.values()):
+            self._accept(sock)  # one bounded burst: siblings may still be serving
+
+    def _close_idle(self) -> bool:
+        """Close connections idle for IDLE_CLOSE_S; False once none is left."""
+        now = time.monotonic()
+        for conn in list(self._conns.values()):
+            if conn.input is None and conn.request is None and now - conn.idle_since >= IDLE_CLOSE_S:
+                self._close(conn)
+        return bool(self._conns)
+
     def _accept(self, listener: socket.socket) -> None:
         """Accept and serve connections while the backlog has some (bounded, so that idle
         keep-alive connections with a new request are not starved)."""
         for _ in range(ACCEPT_BURST):
-            if self.signal_received is not None:
+            if (self.signal_received is not None and not self.stopping) or self.draining:
                 return
             try:
                 sock, _addr = listener.accept()
@@ -170,6 +212,7 @@ class SyncWorker:
                 max_requests=cfg.max_requests_per_connection,
             )
             conn = _Conn(sock, codec)
+            conn.idle_since = time.monotonic()
             self._conns[conn.fd] = conn
             try:
                 data = sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
@@ -279,8 +322,12 @@ class SyncWorker:
         ok = self._baseline.copy().run(responder.run, self.app)
         self.requests_served += 1
         conn.input = None
+        conn.idle_since = time.monotonic()
         if not ok:
             conn.dead = True
+        if self.control.request_done() and not self.draining:
+            self.draining = True
+            self._stop_accepting()
 
     def _send_or_drop(self, conn: _Conn, data: bytes) -> None:
         try:

@@ -75,7 +75,7 @@ def test_chunked_upload_without_request_buffering(served):
 
 
 def test_50mb_streaming_response_with_flat_memory(asgi):
-    pid = asgi.gateway.pid
+    pid = int(asgi.get("/pid").text)  # the worker process (the master only supervises)
     asgi.get("/stream?size=1048576")  # warm up
     before = rss_kb(pid)
     size = 50 * 1024 * 1024

@@ -1,0 +1,119 @@
+"""What every worker shares: the control channel to the master and the recycling limits.
+
+A worker runs in a child process forked by the arbiter. ``WorkerControl`` writes one-line
+messages on a pipe shared with the master (each under PIPE_BUF, so writes from several
+workers never interleave):
+
+    <pid> ready                      the app is loaded and the worker is accepting
+    <pid> beat                       heartbeat (the worker's loop is alive)
+    <pid> recycle <reason>           a limit was reached; please replace me gracefully
+    <pid> boot-error <message>       the app could not be loaded (then the worker exits)
+
+``check_limits`` is called between requests, never in the middle of one (PITFALLS peer bug
+19): max requests (with jitter), max lifetime (with jitter) and max RSS. When one is
+reached the worker asks once for a recycle and keeps serving until the master — once the
+replacement is ready — sends SIGTERM. ``request_recycle`` is the one function other parts
+(the isolation layer's "recycle" policy) call to ask for a graceful replacement.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process (about 2 µs: one read of /proc/self/statm)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except OSError:
+        return 0
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_requests: int = 0
+    max_requests_jitter: int = 0
+    max_lifetime_s: float = 0.0
+    max_lifetime_jitter_s: float = 0.0
+    max_memory_bytes: int = 0
+
+
+class WorkerControl:
+    """The worker's side of the master <-> worker channel (a no-op without a master)."""
+
+    def __init__(self, fd: int | None = None, limits: Limits | None = None, heartbeat_s: float = 1.0) -> None:
+        self.fd = fd
+        self.pid = os.getpid()
+        self.limits = limits or Limits()
+        self.heartbeat_s = heartbeat_s
+        self.started = time.monotonic()
+        self.requests = 0
+        self.recycling: str | None = None
+        self._last_beat = 0.0
+        lim = self.limits
+        self.request_limit = (
+            lim.max_requests + random.randint(0, lim.max_requests_jitter) if lim.max_requests else 0
+        )
+        self.deadline = (
+            self.started + lim.max_lifetime_s + random.uniform(0, lim.max_lifetime_jitter_s)
+            if lim.max_lifetime_s
+            else 0.0
+        )
+
+    def _send(self, text: str) -> None:
+        if self.fd is None:
+            return
+        data = f"{self.pid} {text}".replace("\n", " ")[:500].encode("utf-8", "replace") + b"\n"
+        try:
+            os.write(self.fd, data)
+        except OSError:
+            pass
+
+    def ready(self) -> None:
+        self._send("ready")
+        self._last_beat = time.monotonic()
+
+    def beat(self) -> None:
+        now = time.monotonic()
+        if now - self._last_beat >= self.heartbeat_s:
+            self._last_beat = now
+            self._send("beat")
+            if self.deadline and now >= self.deadline:
+                self.request_recycle("max-lifetime")
+
+    def boot_error(self, message: str) -> None:
+        self._send(f"boot-error {message}")
+
+    def request_recycle(self, reason: str) -> None:
+        """Ask the master to replace this worker gracefully (once)."""
+        if self.recycling is None:
+            self.recycling = reason
+            self._send(f"recycle {reason}")
+
+    def request_done(self) -> bool:
+        """Count a finished request and check the limits (between requests).
+
+        Returns True when the worker must stop taking new work now (request limit reached,
+        memory over the limit); the master is told and starts a replacement. Nearing the
+        request limit (the last tenth) only asks for the replacement early.
+        """
+        self.requests += 1
+        limit = self.request_limit
+        if limit:
+            if self.requests >= limit:
+                self.request_recycle("max-requests")
+                return True
+            if self.requests >= limit - max(1, limit // 10):
+                self.request_recycle("max-requests")
+        if self.limits.max_memory_bytes and rss_bytes() > self.limits.max_memory_bytes:
+            self.request_recycle("max-memory")
+            return True
+        if self.deadline and time.monotonic() >= self.deadline:
+            self.request_recycle("max-lifetime")
+        return False
