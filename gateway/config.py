@@ -15,9 +15,9 @@ from typing import Any
 
 from .errors import ConfigError
 
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE | re.ASCII)
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?", re.IGNORECASE)
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?", re.IGNORECASE | re.ASCII)
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
@@ -49,6 +49,8 @@ def parse_duration(value: str | float | int) -> float:
     for m in _DURATION_RE.finditer(text):
         if m.start() != pos or not m.group(0):
             break
+        if m.group(2) is None and (pos or m.end() != len(text)):
+            break  # a bare number only alone: "1h30" is not 1h + 30 s
         total += float(m.group(1)) * _DURATION_UNITS[m.group(2).lower() if m.group(2) else None]
         pos = m.end()
     if not text or pos != len(text):
@@ -91,6 +93,9 @@ class Config:
     max_memory_bytes: int = 0
     max_concurrent_recycles: int = 1
     heartbeat_timeout_s: float = 60.0
+    request_timeout_s: float = 0.0
+    slow_request_timeout_s: float = 0.0
+    slow_log: str | None = None
     pid_file: str | None = None
     threads: int = 1
     bridge_threads: int = 10

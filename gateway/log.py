@@ -15,11 +15,19 @@ LEVELS = ("critical", "error", "warning", "info", "debug")
 _installed: list[logging.Handler] = []
 
 
-def configure(level: str = "info", stream=None) -> None:
+def configure(level: str = "info", stream=None, slow_log: str | None = None) -> None:
     root = logging.getLogger("gateway")
+    slow = logging.getLogger("gateway.slow")
     for handler in _installed:
         root.removeHandler(handler)
+        slow.removeHandler(handler)
     _installed.clear()
+    if slow_log:
+        slow_handler = logging.FileHandler(slow_log)
+        slow_handler.setFormatter(logging.Formatter(FORMAT, "%Y-%m-%d %H:%M:%S %z"))
+        slow.addHandler(slow_handler)
+        slow.propagate = False
+        _installed.append(slow_handler)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(logging.Formatter(FORMAT, "%Y-%m-%d %H:%M:%S %z"))
     root.addHandler(handler)

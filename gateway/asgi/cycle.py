@@ -54,6 +54,7 @@ class ASGICycle:
         "scope",
         "started",
         "status",
+        "timers",
         "waiter",
     )
 
@@ -73,6 +74,7 @@ class ASGICycle:
         self.head: bytes | None = None
         self.status = 0
         self.received = 0
+        self.timers: list[asyncio.TimerHandle] | None = None
 
     # -- fed by the connection -----------------------------------------------------
 
@@ -181,7 +183,7 @@ class ASGICycle:
             self.finish(self.conn.end_request(self.rid, 1))
         self._wake()
 
-    def _describe(self) -> str:
+    def describe(self) -> str:
         scope = self.scope
         qs = scope["query_string"]
         return f"{scope['method']} {scope['path']}{'?' + qs.decode('latin-1') if qs else ''}"
@@ -190,25 +192,25 @@ class ASGICycle:
         try:
             await app(self.scope, self.receive, self.send)
         except asyncio.CancelledError:
-            logger.warning("request %s cancelled (shutdown timeout)", self._describe())
+            logger.warning("request %s cancelled", self.describe())
             self.fail(503)
             raise
         except Exception as exc:
             if isinstance(exc, InvalidResponse):
-                logger.error("invalid response from application for %s: %s", self._describe(), exc)
+                logger.error("invalid response from application for %s: %s", self.describe(), exc)
             else:
-                logger.exception("exception in ASGI application for %s", self._describe())
+                logger.exception("exception in ASGI application for %s", self.describe())
             detail = traceback.format_exc() if self.proto.server.debug else None
             self.fail(500, detail)
         else:
             if not self.complete and not self.disconnected:
                 if not self.started:
-                    logger.error("ASGI application returned without a response for %s", self._describe())
+                    logger.error("ASGI application returned without a response for %s", self.describe())
                     self.fail(500)
                 else:
                     logger.error(
                         "ASGI application returned before finishing the response body for %s",
-                        self._describe(),
+                        self.describe(),
                     )
                     self.fail(500)
         finally:

@@ -45,6 +45,7 @@ from ..protocol import (
 from ..protocol.records import encode_end_request, encode_stream
 from ..response import error_response
 from ..sockets import describe
+from ..watchdog import format_task_stack, log_slow
 from .base import WorkerControl
 
 logger = logging.getLogger("gateway.error")
@@ -327,9 +328,33 @@ class AsyncWorker:
     def start_cycle(self, cycle: ASGICycle) -> None:
         task = self.loop.create_task(cycle.run(self.app), context=self._baseline.copy())  # type: ignore[union-attr]
         self.tasks.add(task)
+        cfg = self.config
+        if cfg.request_timeout_s or cfg.slow_request_timeout_s:
+            timers = cycle.timers = []
+            if cfg.slow_request_timeout_s:
+                timers.append(self.loop.call_later(cfg.slow_request_timeout_s, self._slow, cycle, task))
+            if cfg.request_timeout_s:
+                timers.append(self.loop.call_later(cfg.request_timeout_s, self._timeout, cycle, task))
+
+    def _slow(self, cycle: ASGICycle, task: asyncio.Task[None]) -> None:
+        log_slow(cycle.describe(), self.config.slow_request_timeout_s, format_task_stack(task))
+
+    def _timeout(self, cycle: ASGICycle, task: asyncio.Task[None]) -> None:
+        logger.error(
+            "request timeout (%.1fs): %s; answering 504 and recycling the worker",
+            self.config.request_timeout_s,
+            cycle.describe(),
+        )
+        cycle.fail(504)
+        task.cancel()
+        # Keep serving: the master retires this worker once its replacement is ready.
+        self.control.request_recycle("timeout")
 
     def request_done(self, cycle: ASGICycle) -> None:
         self.requests_served += 1
+        if cycle.timers:
+            for timer in cycle.timers:
+                timer.cancel()
         task = asyncio.current_task()
         if task is not None:
             self.tasks.discard(task)  # type: ignore[arg-type]

@@ -43,6 +43,7 @@ from ..protocol import (
 )
 from ..response import error_response
 from ..sockets import describe
+from ..watchdog import Running, Watchdog
 from ..wsgi.environ import build_environ
 from ..wsgi.handler import WSGIResponder
 from ..wsgi.streams import ErrorStream, FileWrapper, InputStream
@@ -99,6 +100,13 @@ class SyncWorker:
             "wsgi.input_terminated": True,
         }
         self._errors = ErrorStream()
+        self.watchdog = Watchdog(config.request_timeout_s, config.slow_request_timeout_s, self._on_timeout)
+        self._timed_out = False
+
+    def _on_timeout(self) -> None:
+        # Watchdog thread: only flags; the main loop stops accepting after the request.
+        self._timed_out = True
+        self.control.request_recycle("timeout")
 
     # -- signals -----------------------------------------------------------------------
 
@@ -126,6 +134,7 @@ class SyncWorker:
             logger.info("serving WSGI on %s (sync worker)", describe(sock))
         ep.register(rfd, select.EPOLLIN)
         control = self.control
+        self.watchdog.start()
         control.ready()
         deadline = 0.0
         try:
@@ -158,6 +167,7 @@ class SyncWorker:
                             self._readable(conn)
                 control.beat()
         finally:
+            self.watchdog.stop()
             for conn in list(self._conns.values()):
                 self._close(conn)
             ep.close()
@@ -319,13 +329,19 @@ class SyncWorker:
             self._send_or_drop(conn, conn.codec.send_response(req.request_id, error_response(413), 1))
             return
         responder = WSGIResponder(conn.codec, req.request_id, conn.sock, environ, self.config.debug)
-        ok = self._baseline.copy().run(responder.run, self.app)
+        watchdog = self.watchdog
+        if watchdog.enabled:
+            watchdog.current = Running(responder, responder.describe())
+            ok = self._baseline.copy().run(responder.run, self.app)
+            watchdog.current = None
+        else:
+            ok = self._baseline.copy().run(responder.run, self.app)
         self.requests_served += 1
         conn.input = None
         conn.idle_since = time.monotonic()
         if not ok:
             conn.dead = True
-        if self.control.request_done() and not self.draining:
+        if (self.control.request_done() or self._timed_out) and not self.draining:
             self.draining = True
             self._stop_accepting()
 

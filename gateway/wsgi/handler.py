@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import traceback
 from typing import Any
 
@@ -32,7 +33,18 @@ class ClientGone(Exception):
 
 
 class WSGIResponder:
-    __slots__ = ("codec", "debug", "environ", "head", "headers_sent", "rid", "sock", "status")
+    __slots__ = (
+        "codec",
+        "debug",
+        "environ",
+        "head",
+        "headers_sent",
+        "lock",
+        "rid",
+        "sock",
+        "status",
+        "timed_out",
+    )
 
     def __init__(
         self, codec: FastCGIConnection, rid: int, sock: socket.socket, environ: dict[str, Any], debug: bool
@@ -45,12 +57,41 @@ class WSGIResponder:
         self.status: str | None = None
         self.head: bytes | None = None
         self.headers_sent = False
+        self.timed_out = False
+        # Held while encoding + sending, so the watchdog's 504 never interleaves with output.
+        self.lock = threading.Lock()
 
     def _send(self, data: bytes) -> None:
         try:
             self.sock.sendall(data)
         except OSError as exc:
             raise ClientGone(str(exc)) from None
+
+    def _emit(self, encode: Any, *args: Any) -> None:
+        """Encode with the codec and send, unless the watchdog already ended the request."""
+        with self.lock:
+            if self.timed_out:
+                raise ClientGone("request timed out; the gateway already answered 504")
+            self._send(encode(self.rid, *args))
+
+    def timeout(self) -> None:
+        """Called from the watchdog thread: end the request now (504 if nothing was sent)."""
+        if not self.lock.acquire(timeout=5):
+            return  # stuck in a send: the master's kill will end the connection
+        try:
+            if self.timed_out:
+                return
+            self.timed_out = True
+            if self.headers_sent:
+                data = self.codec.end_request(self.rid, 1)
+            else:
+                self.headers_sent = True
+                data = self.codec.send_response(self.rid, error_response(504), 1)
+            self._send(data)
+        except (ClientGone, Exception):
+            logger.info("could not deliver the 504 for %s", self.describe())
+        finally:
+            self.lock.release()
 
     def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         if exc_info is not None:
@@ -72,7 +113,7 @@ class WSGIResponder:
             data = self.head + data
             self.headers_sent = True
         if data:
-            self._send(self.codec.send_stdout(self.rid, data))
+            self._emit(self.codec.send_stdout, data)
 
     def _finish(self, body: bytes = b"") -> None:
         if self.head is None:
@@ -80,7 +121,7 @@ class WSGIResponder:
         if not self.headers_sent:
             body = self.head + body
             self.headers_sent = True
-        self._send(self.codec.send_response(self.rid, body))
+        self._emit(self.codec.send_response, body)
 
     def _sendfile(self, wrapper: FileWrapper) -> bool:
         """Send a real file with os.sendfile between FastCGI record headers."""
@@ -130,8 +171,9 @@ class WSGIResponder:
                 self._finish()
             return True
         except ClientGone as exc:
-            logger.info("web server closed the connection during %s: %s", self.describe(), exc)
-            return False
+            if not self.timed_out:
+                logger.info("web server closed the connection during %s: %s", self.describe(), exc)
+            return self.timed_out
         except ClientDisconnected as exc:
             logger.info("%s: %s", self.describe(), exc)
             return False
@@ -152,10 +194,10 @@ class WSGIResponder:
     def _fail(self, detail: str | None) -> bool:
         try:
             if self.headers_sent:
-                self._send(self.codec.end_request(self.rid, 1))
+                self._emit(self.codec.end_request, 1)
             else:
                 self.headers_sent = True
-                self._send(self.codec.send_response(self.rid, error_response(500, detail), 1))
+                self._emit(self.codec.send_response, error_response(500, detail), 1)
         except ClientGone:
             return False
         return True
