@@ -77,13 +77,17 @@ def _positional_count(fn: Callable[..., Any]) -> int | None:
 def detect_interface(app: Any) -> str:
     """``"asgi3"``, ``"asgi2"`` or ``"wsgi"``; AppLoadError when it cannot be told."""
     if inspect.isclass(app):
+        # PEP 3333 allows a class as the application: AppClass(environ, start_response).
+        if _positional_count(app) == 2:
+            return "wsgi"
         return "asgi3" if hasattr(app, "__await__") else "asgi2"
     target = app if inspect.isfunction(app) or inspect.ismethod(app) else getattr(app, "__call__", None)  # noqa: B004
     if target is None:
         raise AppLoadError("application is not callable")
     if inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(app):
         return "asgi3"
-    count = _positional_count(target)
+    # the signature of the object itself: right for instances with __call__ and partials
+    count = _positional_count(app)
     if count == 2:
         return "wsgi"
     if count == 1:

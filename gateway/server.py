@@ -52,6 +52,10 @@ def make_worker(
         from .workers.async_worker import AsyncWorker
 
         return AsyncWorker(config, app, sockets, control)
+    if config.threads > 1:
+        from .workers.sync_threads import ThreadedSyncWorker
+
+        return ThreadedSyncWorker(config, app, sockets, control)
     from .workers.sync_worker import SyncWorker
 
     return SyncWorker(config, app, sockets, control)

@@ -21,6 +21,10 @@ from .errors import BindError, ConfigError
 
 SD_LISTEN_FDS_START = 3
 
+#: (path, inode) of the unix socket files bind_socket created in this process: only these
+#: are removed at exit (never a socket file handed over by systemd or another server).
+_created_unix_sockets: set[tuple[str, int]] = set()
+
 
 @dataclass(frozen=True)
 class BindSpec:
@@ -40,16 +44,18 @@ class BindSpec:
 
 def parse_bind(text: str) -> BindSpec:
     text = text.strip()
+    if not text:
+        raise ConfigError("empty bind address; use HOST:PORT, [::1]:PORT, unix:/PATH or fd://N")
     if text.startswith("unix:"):
         path = text[5:]
         if not path:
             raise ConfigError("unix: bind needs a path, e.g. unix:/run/app.sock")
         return BindSpec("unix", path=os.path.abspath(path))
     if text.startswith("fd://"):
-        try:
-            return BindSpec("fd", fd=int(text[5:]))
-        except ValueError:
-            raise ConfigError(f"invalid file descriptor in {text!r}") from None
+        digits = text[5:]
+        if not digits.isascii() or not digits.isdigit():
+            raise ConfigError(f"invalid file descriptor in {text!r}")
+        return BindSpec("fd", fd=int(digits))
     if text.startswith("/"):
         return BindSpec("unix", path=text)
     if text.startswith("["):
@@ -60,6 +66,8 @@ def parse_bind(text: str) -> BindSpec:
         host, sep, port = text.rpartition(":")
         if not sep:
             host, port = text, "9000"
+        elif ":" in host:
+            raise ConfigError(f"invalid bind {text!r}; put an IPv6 address in brackets: [::1]:9000")
     try:
         port_no = int(port)
     except ValueError:
@@ -122,6 +130,7 @@ def bind_socket(
         finally:
             os.umask(old_umask)
         os.chmod(spec.path, mode)
+        _created_unix_sockets.add((spec.path, os.lstat(spec.path).st_ino))
         if owner:
             _chown(spec.path, owner)
     else:
@@ -157,7 +166,9 @@ def adopt_fd(fd: int) -> socket.socket:
 def systemd_sockets(environ: dict[str, str] | None = None) -> list[socket.socket]:
     """Sockets passed by systemd socket activation (LISTEN_FDS for this pid), else []."""
     env = os.environ if environ is None else environ
-    if env.get("LISTEN_PID") not in (None, str(os.getpid())):
+    # Like sd_listen_fds(): the variables are for us only when LISTEN_PID names this
+    # process; a LISTEN_FDS without LISTEN_PID (leaked from some parent) is ignored.
+    if env.get("LISTEN_PID") != str(os.getpid()):
         return []
     try:
         count = int(env.get("LISTEN_FDS", "0"))
@@ -200,6 +211,9 @@ def create_sockets(
         inherited = systemd_sockets()
         if inherited:
             return inherited
+        fd0 = fd0_socket()
+        if fd0 is not None:
+            return [fd0]
     socks: list[socket.socket] = []
     try:
         for text in binds:
@@ -212,10 +226,15 @@ def create_sockets(
 
 
 def cleanup_unix_sockets(socks: list[socket.socket]) -> None:
-    """Remove the socket files this process created (after closing)."""
+    """Remove the socket files this process created (call it before closing them): not
+    inherited ones (systemd's), nor a file another server has bound at the same path since."""
     for s in socks:
         if s.family == socket.AF_UNIX:
             with contextlib.suppress(OSError):
                 path = s.getsockname()
-                if path and isinstance(path, str):
+                if not path or not isinstance(path, str):
+                    continue
+                key = (path, os.lstat(path).st_ino)
+                if key in _created_unix_sockets:
+                    _created_unix_sockets.discard(key)
                     os.unlink(path)

@@ -1,7 +1,8 @@
 """Request timeouts and the slow log, from inside the worker (no SIGALRM, no ptrace).
 
-The sync worker records the request it is running in ``Watchdog.current`` (one attribute
-assignment on the hot path). A daemon thread looks at it a few times a second:
+The sync worker records the request each thread is running in ``Watchdog.running`` (one
+dict assignment on the hot path, only when a timeout is configured). A daemon thread
+looks at it a few times a second:
 
 - past ``--slow-request-timeout`` it writes the Python stack of the serving thread, read
   with ``sys._current_frames()``, to the slow log (once per request);
@@ -65,8 +66,16 @@ def _request_stack(frame: Any) -> str:
 
 
 def format_task_stack(task: asyncio.Task[Any]) -> str:
-    frames = task.get_stack(limit=50)
-    return "".join(traceback.format_list(traceback.extract_stack(frames[-1]))) if frames else "(no stack)\n"
+    """The await chain of a suspended task, outermost first (get_stack() shows one frame)."""
+    entries = []
+    obj: Any = task.get_coro()
+    while obj is not None:
+        frame = getattr(obj, "cr_frame", None) or getattr(obj, "gi_frame", None)
+        if frame is None:
+            break
+        entries.append(traceback.FrameSummary(frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name))
+        obj = getattr(obj, "cr_await", None) or getattr(obj, "gi_yieldfrom", None)
+    return "".join(traceback.format_list(entries)) if entries else "(no stack)\n"
 
 
 class Watchdog:
@@ -76,7 +85,8 @@ class Watchdog:
         self.request_timeout = request_timeout
         self.slow_timeout = slow_timeout
         self.on_timeout = on_timeout
-        self.current: Running | None = None
+        #: thread id -> the request that thread is running (one entry without --threads)
+        self.running: dict[int, Running] = {}
         self._stop = threading.Event()
         limits = [t for t in (request_timeout, slow_timeout) if t]
         self.interval = max(0.02, min(0.25, min(limits) / 10)) if limits else 0.25
@@ -95,23 +105,24 @@ class Watchdog:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            cur = self.current
-            if cur is None:
-                continue
-            elapsed = time.monotonic() - cur.started
-            if self.slow_timeout and elapsed >= self.slow_timeout and not cur.slow_logged:
-                cur.slow_logged = True
-                frame = sys._current_frames().get(cur.thread_id)
-                stack = _request_stack(frame) if frame is not None else "(no stack)\n"
-                log_slow(cur.describe, elapsed, stack)
-            if self.request_timeout and elapsed >= self.request_timeout and not cur.timed_out:
-                cur.timed_out = True
-                logger.error(
-                    "request timeout (%.1fs): %s; answering 504 and recycling the worker",
-                    elapsed,
-                    cur.describe,
-                )
-                try:
-                    cur.responder.timeout()
-                finally:
-                    self.on_timeout()
+            for cur in list(self.running.values()):
+                self._check(cur)
+
+    def _check(self, cur: Running) -> None:
+        elapsed = time.monotonic() - cur.started
+        if self.slow_timeout and elapsed >= self.slow_timeout and not cur.slow_logged:
+            cur.slow_logged = True
+            frame = sys._current_frames().get(cur.thread_id)
+            stack = _request_stack(frame) if frame is not None else "(no stack)\n"
+            log_slow(cur.describe, elapsed, stack)
+        if self.request_timeout and elapsed >= self.request_timeout and not cur.timed_out:
+            cur.timed_out = True
+            logger.error(
+                "request timeout (%.1fs): %s; answering 504 and recycling the worker",
+                elapsed,
+                cur.describe,
+            )
+            try:
+                cur.responder.timeout()
+            finally:
+                self.on_timeout()

@@ -60,7 +60,7 @@ EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
 
 
 class _Conn:
-    __slots__ = ("codec", "dead", "fd", "idle_since", "input", "registered", "request", "sock")
+    __slots__ = ("busy", "codec", "dead", "fd", "idle_since", "input", "registered", "request", "sock")
 
     def __init__(self, sock: socket.socket, codec: FastCGIConnection) -> None:
         self.sock = sock
@@ -71,6 +71,7 @@ class _Conn:
         self.dead = False
         self.registered = False
         self.idle_since = 0.0
+        self.busy = False
 
 
 class SyncWorker:
@@ -192,7 +193,7 @@ class SyncWorker:
         """Close connections idle for IDLE_CLOSE_S; False once none is left."""
         now = time.monotonic()
         for conn in list(self._conns.values()):
-            if conn.input is None and conn.request is None and now - conn.idle_since >= IDLE_CLOSE_S:
+            if not conn.busy and conn.input is None and now - conn.idle_since >= IDLE_CLOSE_S:
                 self._close(conn)
         return bool(self._conns)
 
@@ -331,9 +332,10 @@ class SyncWorker:
         responder = WSGIResponder(conn.codec, req.request_id, conn.sock, environ, self.config.debug)
         watchdog = self.watchdog
         if watchdog.enabled:
-            watchdog.current = Running(responder, responder.describe())
+            running = Running(responder, responder.describe())
+            watchdog.running[running.thread_id] = running
             ok = self._baseline.copy().run(responder.run, self.app)
-            watchdog.current = None
+            del watchdog.running[running.thread_id]
         else:
             ok = self._baseline.copy().run(responder.run, self.app)
         self.requests_served += 1

@@ -31,7 +31,9 @@ def wsgi_path(raw: str) -> str:
     """Percent-decode a raw URI path into the WSGI latin-1 'bytes as str' form."""
     if "%" not in raw:
         return raw
-    return unquote_to_bytes(raw).decode("latin-1")
+    # ``raw`` holds the URI's bytes as latin-1; a str argument would be UTF-8 encoded first,
+    # doubling any raw non-ASCII byte nginx passed through (``/caf\xc3\xa9%20x``).
+    return unquote_to_bytes(raw.encode("latin-1")).decode("latin-1")
 
 
 def split_path(full: str, root_path: str) -> tuple[str, str]:

@@ -88,7 +88,10 @@ class WSGIResponder:
                 self.headers_sent = True
                 data = self.codec.send_response(self.rid, error_response(504), 1)
             self._send(data)
-        except (ClientGone, Exception):
+            # The serving thread is stuck in the app and cannot go on with this connection:
+            # close it so nginx finishes now (without keep-conn it waits for the close).
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except (ClientGone, OSError):
             logger.info("could not deliver the 504 for %s", self.describe())
         finally:
             self.lock.release()
