@@ -136,6 +136,10 @@ SERVE_OPTIONS: tuple[Opt, ...] = (
        help="Largest FastCGI params block of one request."),
     _o("--max-connections", field="max_connections", type=click.IntRange(1), default=1024,
        help="Connections served at once (reported as FCGI_MAX_CONNS)."),
+    _o("--read-timeout", field="read_timeout_s", type=DURATION, default="30s",
+       help="Close a connection that sends no complete request (or stalls mid-body) this long."),
+    _o("--keepalive-timeout", field="keepalive_timeout_s", type=DURATION, default="75s",
+       help="Close a kept-alive connection idle this long (keep it above nginx's keepalive_timeout)."),
     # process and logging
     _o("--pid", field="pid_file", type=click.Path(dir_okay=False), default=None,
        help="Write the master's pid to this file."),
@@ -172,6 +176,17 @@ class DefaultGroup(click.Group):
         if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h", "--version")):
             args = ["serve", *args]
         return super().parse_args(ctx, args)
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """``fcgi-gateway --help`` also lists the options of the default command."""
+        super().format_help(ctx, formatter)
+        serve = self.commands.get("serve")
+        if serve is not None:
+            sub = click.Context(serve, info_name="serve", parent=ctx)
+            params = [p for p in serve.get_params(sub) if p.name != "help"]
+            records = [r for p in params if (r := p.get_help_record(sub)) is not None]
+            with formatter.section("Options of serve, the default command ([serve] [OPTIONS] APP)"):
+                formatter.write_dl(records)
 
 
 @click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})

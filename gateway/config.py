@@ -104,6 +104,8 @@ class Config:
     max_body_bytes: int | None = None
     max_requests_per_connection: int | None = None
     max_connections: int = 1024
+    read_timeout_s: float = 30.0
+    keepalive_timeout_s: float = 75.0
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:

@@ -77,6 +77,7 @@ class FastCGIProtocol(asyncio.Protocol):
         self._paused_by: set[ASGICycle] = set()
         self.closed = False
         self.idle_since = time.monotonic()
+        self.served = 0
 
     # -- transport callbacks ---------------------------------------------------------
 
@@ -168,10 +169,11 @@ class FastCGIProtocol(asyncio.Protocol):
         if self.cycles.get(cycle.rid) is cycle:
             del self.cycles[cycle.rid]
         self.resume_reading_for(cycle)
-        if not self.conn.active_requests:
+        self.served += 1
+        if not self.cycles:
             self.idle_since = time.monotonic()
-            if self.conn.should_close:
-                self.close()
+        if not self.conn.active_requests and self.conn.should_close:
+            self.close()
 
     # -- internals -------------------------------------------------------------------
 
@@ -321,6 +323,23 @@ class AsyncWorker:
         while True:
             await asyncio.sleep(self.control.heartbeat_s)
             self.control.beat()
+            self._sweep(time.monotonic())
+
+    def _sweep(self, now: float) -> None:
+        """Close connections with no request in progress for too long: never a complete
+        request (read timeout, also slow-trickled params) or idle kept-alive ones."""
+        cfg = self.config
+        for proto in list(self.connections):
+            if proto.cycles:
+                continue
+            limit = cfg.keepalive_timeout_s if proto.served else cfg.read_timeout_s
+            if now - proto.idle_since > limit:
+                logger.info(
+                    "closing connection %s after %.0fs",
+                    "idle between requests" if proto.served else "that sent no complete request",
+                    now - proto.idle_since,
+                )
+                proto.close()
 
     def _protocol_factory(self) -> FastCGIProtocol:
         return FastCGIProtocol(self)

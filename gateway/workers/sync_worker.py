@@ -28,6 +28,7 @@ import os
 import select
 import signal
 import socket
+import struct
 import time
 from typing import Any
 
@@ -60,7 +61,18 @@ EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
 
 
 class _Conn:
-    __slots__ = ("busy", "codec", "dead", "fd", "idle_since", "input", "registered", "request", "sock")
+    __slots__ = (
+        "busy",
+        "codec",
+        "dead",
+        "fd",
+        "idle_since",
+        "input",
+        "registered",
+        "request",
+        "served",
+        "sock",
+    )
 
     def __init__(self, sock: socket.socket, codec: FastCGIConnection) -> None:
         self.sock = sock
@@ -72,6 +84,7 @@ class _Conn:
         self.registered = False
         self.idle_since = 0.0
         self.busy = False
+        self.served = 0
 
 
 class SyncWorker:
@@ -101,6 +114,8 @@ class SyncWorker:
             "wsgi.input_terminated": True,
         }
         self._errors = ErrorStream()
+        secs = max(1.0, config.read_timeout_s)
+        self._io_timeout = struct.pack("ll", int(secs), int((secs % 1) * 1_000_000))
         self.watchdog = Watchdog(config.request_timeout_s, config.slow_request_timeout_s, self._on_timeout)
         self._timed_out = False
 
@@ -138,6 +153,7 @@ class SyncWorker:
         self.watchdog.start()
         control.ready()
         deadline = 0.0
+        last_sweep = time.monotonic()
         try:
             while True:
                 if self.signal_received is not None and not self.stopping:
@@ -167,6 +183,10 @@ class SyncWorker:
                         if conn is not None:
                             self._readable(conn)
                 control.beat()
+                now = time.monotonic()
+                if now - last_sweep >= 1.0:
+                    last_sweep = now
+                    self._sweep(now)
         finally:
             self.watchdog.stop()
             for conn in list(self._conns.values()):
@@ -188,6 +208,21 @@ class SyncWorker:
         """Serve connections already queued in the listen backlog before stopping."""
         for sock in list(self._listeners.values()):
             self._accept(sock)  # one bounded burst: siblings may still be serving
+
+    def _sweep(self, now: float) -> None:
+        """Close connections that never sent a request (read timeout) or idle kept ones."""
+        cfg = self.config
+        for conn in list(self._conns.values()):
+            if conn.busy or conn.input is not None:
+                continue
+            limit = cfg.keepalive_timeout_s if conn.served else cfg.read_timeout_s
+            if now - conn.idle_since > limit:
+                logger.info(
+                    "closing connection %s after %.0fs",
+                    "idle between requests" if conn.served else "that sent no complete request",
+                    now - conn.idle_since,
+                )
+                self._close(conn)
 
     def _close_idle(self) -> bool:
         """Close connections idle for IDLE_CLOSE_S; False once none is left."""
@@ -214,6 +249,10 @@ class SyncWorker:
                 raise
             sock.setblocking(True)
             cfg = self.config
+            # Kernel-level timeouts keep the blocking calls of a request (reading the body,
+            # writing the response) from hanging the worker on a stalled peer.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self._io_timeout)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self._io_timeout)
             codec = FastCGIConnection(
                 multiplex=False,
                 max_conns=cfg.max_connections,
@@ -340,6 +379,7 @@ class SyncWorker:
             ok = self._baseline.copy().run(responder.run, self.app)
         self.requests_served += 1
         conn.input = None
+        conn.served += 1
         conn.idle_since = time.monotonic()
         if not ok:
             conn.dead = True
