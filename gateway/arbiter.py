@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import systemd
+from .codewatch import SourceWatcher
 from .config import Config
 from .errors import AppLoadError, HaltServer
 
@@ -99,6 +100,11 @@ class Arbiter:
         self._watchdog = systemd.watchdog_interval()
         self._last_watchdog = 0.0
         self._reloading = False
+        self.stale: dict[int, str] = {}
+        self.watcher: SourceWatcher | None = None
+        if config.reload:
+            roots = list(config.reload_dirs) or [config.app_dir]
+            self.watcher = SourceWatcher(roots, backend=config.reload_backend)
 
     # -- signals -----------------------------------------------------------------------
 
@@ -161,6 +167,8 @@ class Arbiter:
 
     def run(self) -> None:
         self._install()
+        if self.watcher is not None:
+            self.watcher.start()
         systemd.notify("STATUS=starting workers")
         try:
             for _ in range(self.num_workers):
@@ -207,6 +215,9 @@ class Arbiter:
                 self._kill_all(signal.SIGKILL)
             return
         self._check_heartbeats()
+        if self.watcher is not None and self.watcher.changed() and self.booted:
+            logger.info("--reload: source changed")
+            self.handle_sighup()
         self._reconcile()
         self._notify_watchdog()
 
@@ -242,6 +253,8 @@ class Arbiter:
                     logger.info("worker %d asks to be recycled (%s)", worker.pid, worker.recycle)
             elif kind == "boot-error":
                 self._on_boot_error(worker, detail)
+            elif kind == "stale":
+                self.stale[worker.pid] = detail
 
     def _on_ready(self, worker: Worker) -> None:
         worker.ready = True

@@ -100,6 +100,12 @@ SERVE_OPTIONS: tuple[Opt, ...] = (
        help="Worker processes (one per core is a good start; more for I/O-bound WSGI apps)."),
     _o("--preload", field="preload", is_flag=True,
        help="Load the app in the master before forking (shares memory; reloads keep the old code)."),
+    _o("--reload", field="reload", is_flag=True,
+       help="Development: rolling-restart the workers when a .py file under --reload-dir changes."),
+    _o("--reload-dir", field="reload_dirs", multiple=True,
+       help="Directory watched by --reload (repeatable; default: --app-dir)."),
+    _o("--reload-backend", field="reload_backend", type=click.Choice(("auto", "watchfiles", "polling")),
+       default="auto", help="How --reload notices changes (polling also works on network mounts)."),
     _o("--loop", field="loop", type=click.Choice(LOOPS), default="auto",
        help="Event loop of the async worker (auto: uvloop when installed)."),
     _o("--threads", field="threads", type=click.IntRange(1, 1024), default=1,
@@ -165,6 +171,7 @@ def config_from_options(app: str, values: dict[str, Any]) -> Config:
     fields = dict(values)
     allow_ww = fields.pop("allow_world_writable", False)
     fields["binds"] = tuple(fields.get("binds") or ()) or ("127.0.0.1:9000",)
+    fields["reload_dirs"] = tuple(fields.get("reload_dirs") or ())
     fields["root_path"] = (fields.get("root_path") or "").rstrip("/")
     return Config(app=app, extra={"allow_world_writable_socket": allow_ww}, **fields)
 

@@ -97,6 +97,9 @@ class Config:
     slow_request_timeout_s: float = 0.0
     slow_log: str | None = None
     pid_file: str | None = None
+    reload: bool = False
+    reload_dirs: tuple[str, ...] = ()
+    reload_backend: str = "auto"
     threads: int = 1
     bridge_threads: int = 10
     max_params_bytes: int = 256 * 1024

@@ -8,6 +8,7 @@ workers never interleave):
     <pid> beat                       heartbeat (the worker's loop is alive)
     <pid> recycle <reason>           a limit was reached; please replace me gracefully
     <pid> boot-error <message>       the app could not be loaded (then the worker exits)
+    <pid> stale <path>               a module file changed on disk since the worker started
 
 ``check_limits`` is called between requests, never in the middle of one (PITFALLS peer bug
 19): max requests (with jitter), max lifetime (with jitter) and max RSS. When one is
@@ -22,6 +23,7 @@ import os
 import random
 import time
 from dataclasses import dataclass
+from typing import Any
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -56,6 +58,7 @@ class WorkerControl:
         self.requests = 0
         self.recycling: str | None = None
         self._last_beat = 0.0
+        self.stale_detector: Any = None
         lim = self.limits
         self.request_limit = (
             lim.max_requests + random.randint(0, lim.max_requests_jitter) if lim.max_requests else 0
@@ -76,6 +79,10 @@ class WorkerControl:
             pass
 
     def ready(self) -> None:
+        from ..codewatch import StaleCodeDetector
+
+        # Snapshot of the imported module files, now that the app is loaded.
+        self.stale_detector = StaleCodeDetector() if self.fd is not None else None
         self._send("ready")
         self._last_beat = time.monotonic()
 
@@ -84,6 +91,10 @@ class WorkerControl:
         if now - self._last_beat >= self.heartbeat_s:
             self._last_beat = now
             self._send("beat")
+            if self.stale_detector is not None:
+                path = self.stale_detector.check()
+                if path is not None:
+                    self._send(f"stale {path}")
             if self.deadline and now >= self.deadline:
                 self.request_recycle("max-lifetime")
 
