@@ -52,7 +52,8 @@ from .base import WorkerControl
 
 logger = logging.getLogger("gateway.error")
 
-RECV_SIZE = 256 * 1024
+#: Below glibc's mmap threshold: a larger recv buffer costs mmap+mremap+munmap per call.
+RECV_SIZE = 64 * 1024
 ACCEPT_BURST = 32
 #: While stopping, a keep-alive connection is closed once it has been idle this long:
 #: closing right after END_REQUEST races with nginx reusing it (PITFALLS.md: lost POSTs).
@@ -145,6 +146,9 @@ class SyncWorker:
         self._ep = ep
         for sock in self.sockets:
             sock.setblocking(False)
+            if sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self._io_timeout)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self._io_timeout)
             self._listeners[sock.fileno()] = sock
             ep.register(sock.fileno(), select.EPOLLIN | EPOLLEXCLUSIVE)
             logger.info("serving WSGI on %s (sync worker)", describe(sock))
@@ -239,7 +243,7 @@ class SyncWorker:
             if (self.signal_received is not None and not self.stopping) or self.draining:
                 return
             try:
-                sock, _addr = listener.accept()
+                fd, _addr = listener._accept()
             except (BlockingIOError, InterruptedError):
                 return  # backlog empty, or a sibling worker took it
             except OSError as exc:
@@ -247,12 +251,12 @@ class SyncWorker:
                     logger.error("accept failed: %s", exc)
                     return
                 raise
-            sock.setblocking(True)
+            # accept4 gives a blocking fd; family/type passed explicitly spare a
+            # getsockname() per connection. TCP connections inherit the kernel I/O timeouts
+            # set on the listener (see run()); unix ones rely on nginx's own timeouts and on
+            # the read/keep-alive sweeps.
+            sock = socket.socket(listener.family, socket.SOCK_STREAM, 0, fd)
             cfg = self.config
-            # Kernel-level timeouts keep the blocking calls of a request (reading the body,
-            # writing the response) from hanging the worker on a stalled peer.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self._io_timeout)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self._io_timeout)
             codec = FastCGIConnection(
                 multiplex=False,
                 max_conns=cfg.max_connections,
