@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
+from .protocol import RemoteProtocolError
+from .protocol.constants import RecordType
+from .protocol.records import encode_end_request, encode_stream
+
 
 class InvalidResponse(ValueError):
     """The application produced a response head that cannot be sent safely."""
@@ -108,3 +112,15 @@ def wsgi_header_block(status: str, headers: list[tuple[str, str]]) -> bytes:
     if block.count(b"\n") != n or block.count(b"\r") != n or b"\0" in block:
         raise InvalidResponse("response header contains CR, LF or NUL (header injection refused)")
     return block
+
+
+def protocol_error_reply(exc: RemoteProtocolError) -> bytes:
+    """For a request refused by a codec limit (431 params, 413 body) before it reached the
+    app: its answer (STDOUT, empty STDOUT, END_REQUEST) built without the broken codec.
+    Empty when the error concerns no particular request."""
+    rid = exc.request_id
+    if not rid or exc.status_hint not in (413, 431):
+        return b""
+    body = error_response(exc.status_hint)
+    stdout = RecordType.STDOUT
+    return encode_stream(stdout, rid, body) + encode_stream(stdout, rid, b"") + encode_end_request(rid, 1)

@@ -262,11 +262,17 @@ class FastCGIConnection:
         if content:
             req.params_size += len(content)
             if req.params_size > self.max_params_bytes:
-                raise RemoteProtocolError(f"request {rid}: params exceed {self.max_params_bytes} bytes", 431)
+                raise RemoteProtocolError(
+                    f"request {rid}: params exceed {self.max_params_bytes} bytes", 431, request_id=rid
+                )
             req.params.append(content)
             return
         block = req.params[0] if len(req.params) == 1 else b"".join(req.params)
-        params = decode_pairs(block, self.max_params_count)
+        try:
+            params = decode_pairs(block, self.max_params_count)
+        except RemoteProtocolError as exc:
+            exc.request_id = rid
+            raise
         req.params = []
         req.state = RequestState.STDIN
         self._events.append(RequestReceived(rid, req.role, req.keep_conn, params))

@@ -2,11 +2,13 @@
 
 
 class ProtocolError(Exception):
-    """A FastCGI protocol violation. ``status_hint`` is the HTTP status that fits best."""
+    """A FastCGI protocol violation. ``status_hint`` is the HTTP status that fits best;
+    ``request_id`` names the request it concerns, when it concerns one."""
 
-    def __init__(self, message: str, status_hint: int = 400) -> None:
+    def __init__(self, message: str, status_hint: int = 400, request_id: int | None = None) -> None:
         super().__init__(message)
         self.status_hint = status_hint
+        self.request_id = request_id
 
 
 class RemoteProtocolError(ProtocolError):
@@ -16,5 +18,5 @@ class RemoteProtocolError(ProtocolError):
 class LocalProtocolError(ProtocolError):
     """Our side tried to send something the protocol state does not allow."""
 
-    def __init__(self, message: str, status_hint: int = 500) -> None:
-        super().__init__(message, status_hint)
+    def __init__(self, message: str, status_hint: int = 500, request_id: int | None = None) -> None:
+        super().__init__(message, status_hint, request_id)

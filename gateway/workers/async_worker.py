@@ -42,8 +42,7 @@ from ..protocol import (
     StdinEnded,
     StdinReceived,
 )
-from ..protocol.records import encode_end_request, encode_stream
-from ..response import error_response
+from ..response import protocol_error_reply
 from ..sockets import describe
 from ..watchdog import format_task_stack, log_slow
 from .base import WorkerControl
@@ -210,14 +209,10 @@ class FastCGIProtocol(asyncio.Protocol):
         self._paused_by.clear()
 
     def _protocol_error(self, exc: RemoteProtocolError) -> None:
-        rid = getattr(exc, "request_id", None)
         logger.warning("FastCGI protocol error from %s: %s; closing the connection", self._peer(), exc)
-        if rid and exc.status_hint in (413, 431) and not self.closed:
-            # The request never reached the app: answer it before closing.
-            body = error_response(exc.status_hint)
-            self.transport.write(  # type: ignore[union-attr]
-                encode_stream(6, rid, body) + encode_stream(6, rid, b"") + encode_end_request(rid, 1)
-            )
+        reply = protocol_error_reply(exc)
+        if reply and not self.closed:
+            self.transport.write(reply)  # type: ignore[union-attr]
         self.close()
 
     def _peer(self) -> str:

@@ -42,7 +42,7 @@ from ..protocol import (
     StdinEnded,
     StdinReceived,
 )
-from ..response import error_response
+from ..response import error_response, protocol_error_reply
 from ..sockets import describe
 from ..watchdog import Running, Watchdog
 from ..wsgi.environ import build_environ
@@ -311,6 +311,12 @@ class SyncWorker:
             events = conn.codec.feed(data)
         except RemoteProtocolError as exc:
             logger.warning("FastCGI protocol error: %s; closing the connection", exc)
+            reply = protocol_error_reply(exc)
+            if reply:
+                try:
+                    conn.sock.sendall(reply)
+                except OSError:
+                    pass
             if conn.input is not None:
                 conn.input.disconnect()
             conn.dead = True
