@@ -8,7 +8,8 @@ Signals are blocked around ``fork`` and reset to their defaults in the child bef
 worker installs its own.
 
 Workers talk back on one pipe (see ``gateway.workers.base``): ``ready`` after the app is
-loaded and the worker accepts, ``beat``, ``recycle <reason>``, ``boot-error <message>``.
+loaded and the worker accepts, ``beat``, ``recycle-soon <reason>`` (start my replacement,
+but do not retire me yet), ``recycle <reason>``, ``boot-error <message>``.
 
 Every loop turn ``_reconcile`` restores the invariant: ``workers`` fresh (current
 generation, not asked to recycle) workers exist; old-generation and recycling workers are
@@ -36,9 +37,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import systemd
+from .asgi.lifespan import LifespanError
 from .codewatch import SourceWatcher
 from .config import Config
 from .errors import AppLoadError, HaltServer
+from .scoreboard import STATE_RUNNING, Scoreboard
+from .status_server import StatusServer
 
 logger = logging.getLogger("gateway.error")
 
@@ -66,19 +70,30 @@ class Worker:
     ready: bool = False
     retiring: bool = False
     recycle: str | None = None
+    #: "recycle-soon": a replacement is started now, but this worker is not retired
+    #: until it sends "recycle" (or exits by itself).
+    replace_soon: str | None = None
     last_beat: float = field(default_factory=time.monotonic)
+    slot: int = -1
     retire_deadline: float = 0.0
 
 
 class Arbiter:
-    """Prefork master. ``child_main(control_fd)`` runs in each forked worker."""
+    """Prefork master. ``child_main(control_fd, slot)`` runs in each forked worker (``slot``:
+    its scoreboard index, -1 without a scoreboard)."""
 
     def __init__(
         self,
         config: Config,
         sockets: list[socket.socket],
-        child_main: Callable[[int], None],
+        child_main: Callable[[int, int], None],
+        board: Scoreboard | None = None,
+        status_server: StatusServer | None = None,
     ) -> None:
+        self.board = board
+        self.status_server = status_server
+        self.max_active = 0
+        self._all_busy = False
         self.config = config
         self.sockets = sockets
         self.child_main = child_main
@@ -101,6 +116,7 @@ class Arbiter:
         self._last_watchdog = 0.0
         self._reloading = False
         self.stale: dict[int, str] = {}
+        self.findings: dict[str, int] = {}
         self.watcher: SourceWatcher | None = None
         if config.reload:
             roots = list(config.reload_dirs) or [config.app_dir]
@@ -122,11 +138,14 @@ class Arbiter:
     # -- spawning ----------------------------------------------------------------------
 
     def spawn(self) -> Worker:
+        slot = self.board.claim(0, self.generation) if self.board is not None else -1
         signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
         try:
             pid = os.fork()
         except OSError:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
+            if self.board is not None:
+                self.board.release(slot)
             raise
         if pid == 0:  # child
             status = 1
@@ -140,10 +159,14 @@ class Arbiter:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
                 for fd in (self._pipe_r, self._wake_r, self._wake_w):
                     os.close(fd)
-                self.child_main(self._pipe_w)
+                if self.status_server is not None:
+                    self.status_server.close()
+                self.child_main(self._pipe_w, slot)
                 status = 0
-            except AppLoadError as exc:
-                msg = f"{os.getpid()} boot-error {exc}".replace("\n", " ")[:500]
+            except (AppLoadError, LifespanError) as exc:
+                # A lifespan startup failure is a boot failure too (exit 5, not a crash loop).
+                tag = "lifespan " if isinstance(exc, LifespanError) else ""
+                msg = f"{os.getpid()} boot-error {tag}{exc}".replace("\n", " ")[:500]
                 try:
                     os.write(self._pipe_w, msg.encode("utf-8", "replace") + b"\n")
                 except OSError:
@@ -159,6 +182,9 @@ class Arbiter:
                 os._exit(status)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
         worker = Worker(pid, self.generation)
+        worker.slot = slot
+        if self.board is not None:
+            self.board.set_pid(slot, pid)
         self.workers[pid] = worker
         logger.info("booted worker %d (generation %d)", pid, self.generation)
         return worker
@@ -185,6 +211,8 @@ class Arbiter:
                 if fd >= 0:
                     os.close(fd)
         if self.boot_error is not None and not self.booted:
+            if self.boot_error.startswith("lifespan "):
+                raise LifespanError(self.boot_error.removeprefix("lifespan "))
             raise AppLoadError(self.boot_error)
         if self.halt_reason:
             raise HaltServer(self.halt_reason, 1)
@@ -193,7 +221,8 @@ class Arbiter:
 
     def _loop_once(self) -> None:
         try:
-            readable, _, _ = select.select([self._wake_r, self._pipe_r], [], [], 0.25)
+            status_fds = self.status_server.fds() if self.status_server is not None else []
+            readable, _, _ = select.select([self._wake_r, self._pipe_r, *status_fds], [], [], 0.25)
         except InterruptedError:
             readable = []
         if self._wake_r in readable:
@@ -201,6 +230,11 @@ class Arbiter:
                 os.read(self._wake_r, 4096)
             except BlockingIOError:
                 pass
+        if self.status_server is not None:
+            for fd in readable:
+                if fd != self._wake_r and fd != self._pipe_r:
+                    self.status_server.handle(fd)
+            self.status_server.sweep()
         if self._pipe_r in readable:
             self._read_messages()
         while self.signals:
@@ -215,11 +249,40 @@ class Arbiter:
                 self._kill_all(signal.SIGKILL)
             return
         self._check_heartbeats()
+        self._publish()
         if self.watcher is not None and self.watcher.changed() and self.booted:
             logger.info("--reload: source changed")
             self.handle_sighup()
         self._reconcile()
         self._notify_watchdog()
+
+    def _publish(self) -> None:
+        """Pool-wide figures for the status page (sampled every loop turn)."""
+        if self.board is None:
+            return
+        active = sum(1 for s in self.board.read() if s.state == STATE_RUNNING)
+        head = self.board.header()
+        all_busy = active >= self.num_workers
+        # PHP-FPM counts the times the pool ran out of free processes: count transitions.
+        reached = head["max_children_reached"] + (1 if all_busy and not self._all_busy else 0)
+        self._all_busy = all_busy
+        self.max_active = max(self.max_active, active)
+        r = self.respawns
+        if self.findings:
+            self.board.set_findings(self.findings)
+        self.board.update(
+            max_active=self.max_active,
+            max_children_reached=reached,
+            generation=self.generation,
+            reloads=self.reloads,
+            stale_workers=sum(1 for pid in self.stale if pid in self.workers),
+            respawn_crash=r.get("crash", 0),
+            respawn_max_requests=r.get("max-requests", 0),
+            respawn_max_memory=r.get("max-memory", 0),
+            respawn_max_lifetime=r.get("max-lifetime", 0),
+            respawn_timeout=r.get("timeout", 0),
+            respawn_leak=r.get("leak", 0),
+        )
 
     def _notify_watchdog(self) -> None:
         if self._watchdog and time.monotonic() - self._last_watchdog >= self._watchdog:
@@ -229,11 +292,19 @@ class Arbiter:
     # -- messages from workers ---------------------------------------------------------
 
     def _read_messages(self) -> None:
-        try:
-            data = os.read(self._pipe_r, 65536)
-        except BlockingIOError:
+        """Everything the workers have written so far (the pipe is read until empty)."""
+        chunks = []
+        while True:
+            try:
+                data = os.read(self._pipe_r, 65536)
+            except BlockingIOError:
+                break
+            chunks.append(data)
+            if len(data) < 65536:
+                break
+        if not chunks:
             return
-        lines = (self._buf + data).split(b"\n")
+        lines = (self._buf + b"".join(chunks)).split(b"\n")
         self._buf = lines.pop()
         for line in lines:
             parts = line.decode("utf-8", "replace").split(" ", 2)
@@ -246,6 +317,10 @@ class Arbiter:
             worker.last_beat = time.monotonic()
             if kind == "ready":
                 self._on_ready(worker)
+            elif kind == "recycle-soon":
+                if worker.recycle is None and worker.replace_soon is None and not worker.retiring:
+                    worker.replace_soon = detail or "recycle"
+                    logger.info("worker %d nears a limit (%s): starting its replacement", worker.pid, detail)
             elif kind == "recycle":
                 if worker.recycle is None and not worker.retiring:
                     worker.recycle = detail or "recycle"
@@ -253,6 +328,8 @@ class Arbiter:
                     logger.info("worker %d asks to be recycled (%s)", worker.pid, worker.recycle)
             elif kind == "boot-error":
                 self._on_boot_error(worker, detail)
+            elif kind == "finding":
+                self.findings[detail] = self.findings.get(detail, 0) + 1
             elif kind == "stale":
                 self.stale[worker.pid] = detail
 
@@ -294,9 +371,15 @@ class Arbiter:
                 return
             if pid == 0:
                 return
+            if pid in self.workers:
+                # What it wrote before exiting ("recycle" as it stops at its limit) is in
+                # the pipe now, maybe unread: read it before telling a recycle from a crash.
+                self._read_messages()
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
+            if self.board is not None:
+                self.board.release(worker.slot)
             code = os.waitstatus_to_exitcode(status)
             if worker.retiring or self.stopping:
                 logger.info("worker %d exited (%s)", pid, _describe_exit(code))
@@ -343,7 +426,7 @@ class Arbiter:
     def _reconcile(self) -> None:
         gen = self.generation
         live = [w for w in self.workers.values() if not w.retiring]
-        fresh = [w for w in live if w.generation == gen and w.recycle is None]
+        fresh = [w for w in live if w.generation == gen and w.recycle is None and w.replace_soon is None]
         missing = self.num_workers - len(fresh)
         if missing > 0 and time.monotonic() >= self.backoff_until:
             # A reload (or the first boot) starts the whole generation at once; recycling

@@ -21,6 +21,7 @@ from . import __version__
 from .asgi.lifespan import LifespanError
 from .config import INTERFACES, LIFESPAN_MODES, LOOPS, WORKER_KINDS, Config, parse_duration, parse_size
 from .errors import AppLoadError, BindError, ConfigError, GatewayError, HaltServer
+from .isolation.setup import checker_names, parse_policies
 from .log import LEVELS, configure
 
 EXIT_OK = 0
@@ -146,6 +147,26 @@ SERVE_OPTIONS: tuple[Opt, ...] = (
        help="Close a connection that sends no complete request (or stalls mid-body) this long."),
     _o("--keepalive-timeout", field="keepalive_timeout_s", type=DURATION, default="75s",
        help="Close a kept-alive connection idle this long (keep it above nginx's keepalive_timeout)."),
+    # isolation
+    _o("--isolation-checkers", field="isolation_checkers", default="auto",
+       help="Checkers run after each request: auto, all, none, or a list of globals, threadlocals, "
+            "tasks, django, sqlalchemy, memory."),
+    _o("--isolation-checker", field="isolation_user_checkers", multiple=True,
+       help="MODULE:CALLABLE returning your own gateway.isolation.Checker (repeatable)."),
+    _o("--isolation-policy", field="isolation_policies", multiple=True,
+       help="KIND=POLICY for a finding kind; POLICY is log, repair, recycle or fail (repeatable)."),
+    _o("--isolation-default-policy", field="isolation_default_policy",
+       type=click.Choice(("log", "repair", "recycle", "fail")), default="log",
+       help="Policy for finding kinds without --isolation-policy."),
+    # status and ping
+    _o("--status-path", field="status_path", default=None,
+       help="Answer this path with the PHP-FPM compatible status page (?json, ?openmetrics, ?full)."),
+    _o("--ping-path", field="ping_path", default=None, help="Answer this path with --ping-response."),
+    _o("--ping-response", field="ping_response", default="pong", help="Body of the ping page."),
+    _o("--status-bind", field="status_binds", multiple=True,
+       help="Extra address where the master itself answers the status and ping pages, even when "
+            "every worker is busy. Repeatable."),
+    _o("--pool-name", field="pool_name", default="www", help="Pool name shown on the status page."),
     # process and logging
     _o("--pid", field="pid_file", type=click.Path(dir_okay=False), default=None,
        help="Write the master's pid to this file."),
@@ -172,6 +193,11 @@ def config_from_options(app: str, values: dict[str, Any]) -> Config:
     allow_ww = fields.pop("allow_world_writable", False)
     fields["binds"] = tuple(fields.get("binds") or ()) or ("127.0.0.1:9000",)
     fields["reload_dirs"] = tuple(fields.get("reload_dirs") or ())
+    fields["status_binds"] = tuple(fields.get("status_binds") or ())
+    fields["isolation_user_checkers"] = tuple(fields.get("isolation_user_checkers") or ())
+    fields["isolation_policies"] = tuple(fields.get("isolation_policies") or ())
+    parse_policies(fields["isolation_policies"])  # ConfigError early, in the master
+    checker_names(fields.get("isolation_checkers") or "auto")
     fields["root_path"] = (fields.get("root_path") or "").rstrip("/")
     return Config(app=app, extra={"allow_world_writable_socket": allow_ww}, **fields)
 

@@ -97,6 +97,15 @@ class Config:
     slow_request_timeout_s: float = 0.0
     slow_log: str | None = None
     pid_file: str | None = None
+    status_path: str | None = None
+    ping_path: str | None = None
+    ping_response: str = "pong"
+    status_binds: tuple[str, ...] = ()
+    pool_name: str = "www"
+    isolation_checkers: str = "auto"
+    isolation_user_checkers: tuple[str, ...] = ()
+    isolation_policies: tuple[str, ...] = ()
+    isolation_default_policy: str = "log"
     reload: bool = False
     reload_dirs: tuple[str, ...] = ()
     reload_backend: str = "auto"

@@ -114,6 +114,13 @@ def wsgi_header_block(status: str, headers: list[tuple[str, str]]) -> bytes:
     return block
 
 
+def failure_reply(rid: int, response: bytes) -> bytes:
+    """``response`` (a whole CGI response) as STDOUT + empty STDOUT + END_REQUEST, encoded
+    directly: used when the codec already ended the request (its output was held back)."""
+    stdout = RecordType.STDOUT
+    return encode_stream(stdout, rid, response) + encode_stream(stdout, rid, b"") + encode_end_request(rid, 1)
+
+
 def protocol_error_reply(exc: RemoteProtocolError) -> bytes:
     """For a request refused by a codec limit (431 params, 413 body) before it reached the
     app: its answer (STDOUT, empty STDOUT, END_REQUEST) built without the broken codec.
@@ -121,6 +128,4 @@ def protocol_error_reply(exc: RemoteProtocolError) -> bytes:
     rid = exc.request_id
     if not rid or exc.status_hint not in (413, 431):
         return b""
-    body = error_response(exc.status_hint)
-    stdout = RecordType.STDOUT
-    return encode_stream(stdout, rid, body) + encode_stream(stdout, rid, b"") + encode_end_request(rid, 1)
+    return failure_reply(rid, error_response(exc.status_hint))

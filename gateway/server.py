@@ -15,8 +15,12 @@ from typing import Any
 from .arbiter import Arbiter
 from .config import Config
 from .errors import ConfigError
+from .isolation.setup import build_layer, parse_policies
 from .loading import as_asgi3, load_app, resolve_interface
+from .scoreboard import Scoreboard, WorkerSlot
 from .sockets import cleanup_unix_sockets, create_sockets
+from .status import StatusPages
+from .status_server import StatusServer
 from .workers.base import Limits, WorkerControl
 
 logger = logging.getLogger("gateway.error")
@@ -46,19 +50,25 @@ def prepare_app(config: Config) -> tuple[Any, str, str]:
 
 
 def make_worker(
-    config: Config, app: Any, kind: str, sockets: list[socket.socket], control: WorkerControl | None = None
+    config: Config,
+    app: Any,
+    kind: str,
+    sockets: list[socket.socket],
+    control: WorkerControl | None = None,
+    pages: StatusPages | None = None,
+    slot: WorkerSlot | None = None,
 ) -> Any:
     if kind == "async":
         from .workers.async_worker import AsyncWorker
 
-        return AsyncWorker(config, app, sockets, control)
+        return AsyncWorker(config, app, sockets, control, pages, slot)
     if config.threads > 1:
         from .workers.sync_threads import ThreadedSyncWorker
 
-        return ThreadedSyncWorker(config, app, sockets, control)
+        return ThreadedSyncWorker(config, app, sockets, control, pages, slot)
     from .workers.sync_worker import SyncWorker
 
-    return SyncWorker(config, app, sockets, control)
+    return SyncWorker(config, app, sockets, control, pages, slot)
 
 
 def limits_of(config: Config) -> Limits:
@@ -83,21 +93,62 @@ def run(config: Config) -> None:
         preloaded = prepare_app(config)
         logger.info("application %s preloaded (%s, %s worker)", config.app, preloaded[1], preloaded[2])
 
-    def child_main(control_fd: int) -> None:
+    board = Scoreboard() if (config.status_path or config.status_binds) else None
+    pages = None
+    if config.status_path or config.ping_path or config.status_binds:
+        pages = StatusPages(
+            board,
+            status_path=config.status_path or ("/status" if config.status_binds else None),
+            ping_path=config.ping_path or ("/ping" if config.status_binds else None),
+            ping_response=config.ping_response,
+            pool=config.pool_name,
+            sockets=sockets,
+            workers_wanted=config.workers,
+        )
+    status_server = None
+    if config.status_binds:
+        status_socks = create_sockets(
+            config.status_binds,
+            backlog=64,
+            mode=config.socket_mode,
+            owner=config.socket_owner,
+            use_inherited=False,
+        )
+        status_server = StatusServer(status_socks, pages)  # type: ignore[arg-type]
+        sockets_to_clean = [*sockets, *status_socks]
+    else:
+        sockets_to_clean = sockets
+    worker_pages = pages if (config.status_path or config.ping_path) else None
+
+    def child_main(control_fd: int, slot: int) -> None:
         control = WorkerControl(control_fd, limits_of(config), heartbeat_s=1.0)
         app, interface, kind = preloaded or prepare_app(config)
         if preloaded is None:
             logger.info("application %s loaded (%s, %s worker)", config.app, interface, kind)
-        make_worker(config, app, kind, sockets, control).run()
+        worker_slot = WorkerSlot(board, slot) if board is not None and slot >= 0 else None
+        layer = build_layer(
+            config.isolation_checkers,
+            config.isolation_user_checkers,
+            parse_policies(config.isolation_policies),
+            config.isolation_default_policy,
+            worker=kind,
+            on_recycle=control.request_recycle,
+            on_finding=control.finding,
+        )
+        layer.after_load(app)
+        worker = make_worker(config, app, kind, sockets, control, worker_pages, worker_slot)
+        worker.isolation = layer if layer.enabled else None
+        worker.interface = interface
+        worker.run()
 
     if config.pid_file:
         with open(config.pid_file, "w") as f:
             f.write(f"{os.getpid()}\n")
     try:
-        Arbiter(config, sockets, child_main).run()
+        Arbiter(config, sockets, child_main, board=board, status_server=status_server).run()
     finally:
-        cleanup_unix_sockets(sockets)
-        for sock in sockets:
+        cleanup_unix_sockets(sockets_to_clean)
+        for sock in sockets_to_clean:
             sock.close()
         if config.pid_file:
             with contextlib.suppress(OSError):

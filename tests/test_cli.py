@@ -266,19 +266,14 @@ def test_world_writable_socket_when_allowed(gateway_factory):
 # A LifespanError raised in a prefork worker is treated by the arbiter as a worker crash
 # (restarted with backoff) instead of a boot failure, so the master never exits with 5.
 # Remove this marker when gateway/arbiter.py reports it like an AppLoadError.
-ARBITER_LIFESPAN_BUG = pytest.mark.xfail(
-    strict=True, raises=subprocess.TimeoutExpired, reason="arbiter restarts workers whose lifespan failed"
-)
 
 
-@ARBITER_LIFESPAN_BUG
 def test_lifespan_on_with_an_app_without_lifespan_exits_5(gateway_factory):
     status, log = fails_to_start(gateway_factory, "lifespan_apps:no_lifespan", "--lifespan", "on", timeout=10)
     assert status == EXIT_LIFESPAN
     assert "does not support the ASGI lifespan protocol" in log
 
 
-@ARBITER_LIFESPAN_BUG
 def test_lifespan_startup_failed_exits_5_with_the_message(gateway_factory):
     status, log = fails_to_start(gateway_factory, "lifespan_apps:startup_failed", timeout=10)
     assert status == EXIT_LIFESPAN

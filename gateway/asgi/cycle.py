@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import traceback
 from typing import Any
 
-from ..response import InvalidResponse, error_response, header_block
+from ..isolation.base import RequestInfo, describe_failure
+from ..response import InvalidResponse, error_response, failure_reply, header_block
 
 logger = logging.getLogger("gateway.error")
 
@@ -42,6 +44,7 @@ class ASGICycle:
     __slots__ = (
         "body",
         "body_size",
+        "buffer",
         "complete",
         "conn",
         "disconnected",
@@ -75,6 +78,8 @@ class ASGICycle:
         self.status = 0
         self.received = 0
         self.timers: list[asyncio.TimerHandle] | None = None
+        #: when a list, output is held here until the isolation checks ran ("fail" policy)
+        self.buffer: list[bytes] | None = None
 
     # -- fed by the connection -----------------------------------------------------
 
@@ -140,8 +145,8 @@ class ASGICycle:
                 body = head + body if body else head
             if message.get("more_body", False):
                 if body:
-                    self.proto.write(self.conn.send_stdout(self.rid, body))
-                    if self.proto.write_paused:
+                    self._out(self.conn.send_stdout(self.rid, body))
+                    if self.proto.write_paused and self.buffer is None:
                         await self.proto.drain()
             else:
                 self.finish(self.conn.send_response(self.rid, body))
@@ -162,9 +167,27 @@ class ASGICycle:
     def finish(self, data: bytes) -> None:
         """Write the last bytes (ending with END_REQUEST) and detach from the connection."""
         self.complete = True
-        self.proto.write(data)
-        self.proto.cycle_finished(self)
+        self._out(data)
+        if self.buffer is None:
+            self.proto.cycle_finished(self)
         self._wake()
+
+    def _out(self, data: bytes) -> None:
+        if self.buffer is None:
+            self.proto.write(data)
+        else:
+            self.buffer.append(data)
+
+    def flush_buffer(self, replacement: bytes | None = None) -> None:
+        """Send the held output (or ``replacement``, a whole encoded answer) and detach."""
+        held, self.buffer = self.buffer, None
+        if held is None:
+            return
+        if replacement is not None:
+            held = [replacement]
+        self.proto.write(b"".join(held))
+        if self.complete:
+            self.proto.cycle_finished(self)
 
     def fail(self, status: int, detail: str | None = None) -> None:
         """Answer ``status`` if nothing was sent yet, else just end the response."""
@@ -189,6 +212,16 @@ class ASGICycle:
         return f"{scope['method']} {scope['path']}{'?' + qs.decode('latin-1') if qs else ''}"
 
     async def run(self, app: Any) -> None:
+        layer = self.proto.server.isolation
+        info = None
+        if layer is not None:
+            info = RequestInfo(
+                self.scope["method"], self.scope["path"], f"{os.getpid()}-{self.proto.serial}-{self.rid}",
+                "async", self.proto.server.interface,
+            )  # fmt: skip
+            layer.before_request(info)
+            if layer.buffering:
+                self.buffer = []
         try:
             await app(self.scope, self.receive, self.send)
         except asyncio.CancelledError:
@@ -214,4 +247,11 @@ class ASGICycle:
                     )
                     self.fail(500)
         finally:
+            if info is not None:
+                failing = layer.after_request(info)  # type: ignore[union-attr]
+                if self.buffer is not None:
+                    replacement = None
+                    if failing:
+                        replacement = failure_reply(self.rid, error_response(500, describe_failure(failing)))
+                    self.flush_buffer(replacement)
             self.proto.server.request_done(self)

@@ -43,7 +43,9 @@ from ..protocol import (
     StdinReceived,
 )
 from ..response import protocol_error_reply
+from ..scoreboard import WorkerSlot
 from ..sockets import describe
+from ..status import StatusPages
 from ..watchdog import format_task_stack, log_slow
 from .base import WorkerControl
 
@@ -83,6 +85,8 @@ class FastCGIProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.server.connections.add(self)
+        if self.server.slot is not None:
+            self.server.slot.accepted()
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
@@ -178,6 +182,11 @@ class FastCGIProtocol(asyncio.Protocol):
 
     def _start(self, ev: RequestReceived) -> None:
         server = self.server
+        if server.pages is not None:
+            reply = server.pages.answer(ev.params)
+            if reply is not None:
+                self.write(self.conn.send_response(ev.request_id, reply))
+                return
         scope = build_scope(
             ev.params,
             root_path=server.root_path,
@@ -188,6 +197,11 @@ class FastCGIProtocol(asyncio.Protocol):
         )
         cycle = ASGICycle(self, ev.request_id, scope)
         self.cycles[ev.request_id] = cycle
+        if server.slot is not None:
+            qs = scope["query_string"]
+            uri = scope["path"] + ("?" + qs.decode("latin-1") if qs else "")
+            clen = next((v for k, v in scope["headers"] if k == b"content-length"), b"0")
+            server.slot.start(scope["method"], uri, int(clen) if clen.isdigit() else 0)
         server.start_cycle(cycle)
 
     def _body(self, cycle: ASGICycle, data: bytes) -> None:
@@ -237,8 +251,18 @@ class AsyncWorker:
     """Serves an ASGI 3 application on already-bound listening sockets."""
 
     def __init__(
-        self, config: Config, app: Any, sockets: list[socket.socket], control: WorkerControl | None = None
+        self,
+        config: Config,
+        app: Any,
+        sockets: list[socket.socket],
+        control: WorkerControl | None = None,
+        pages: StatusPages | None = None,
+        slot: WorkerSlot | None = None,
     ) -> None:
+        self.pages = pages
+        self.slot = slot
+        self.isolation: Any = None
+        self.interface = "asgi"
         self.control = control or WorkerControl()
         self.config = config
         self.app = app
@@ -366,6 +390,8 @@ class AsyncWorker:
 
     def request_done(self, cycle: ASGICycle) -> None:
         self.requests_served += 1
+        if self.slot is not None:
+            self.slot.finish(still_busy=len(self.tasks) > 1)
         if cycle.timers:
             for timer in cycle.timers:
                 timer.cancel()

@@ -6,15 +6,23 @@ workers never interleave):
 
     <pid> ready                      the app is loaded and the worker is accepting
     <pid> beat                       heartbeat (the worker's loop is alive)
+    <pid> recycle-soon <reason>      a limit is near: start my replacement now, but let me
+                                     serve until I send ``recycle`` (or stop by myself)
     <pid> recycle <reason>           a limit was reached; please replace me gracefully
     <pid> boot-error <message>       the app could not be loaded (then the worker exits)
     <pid> stale <path>               a module file changed on disk since the worker started
 
-``check_limits`` is called between requests, never in the middle of one (PITFALLS peer bug
+``request_done`` is called between requests, never in the middle of one (PITFALLS peer bug
 19): max requests (with jitter), max lifetime (with jitter) and max RSS. When one is
 reached the worker asks once for a recycle and keeps serving until the master — once the
-replacement is ready — sends SIGTERM. ``request_recycle`` is the one function other parts
-(the isolation layer's "recycle" policy) call to ask for a graceful replacement.
+replacement is ready — sends SIGTERM (at max requests and max RSS the worker also stops
+taking new work by itself). In the last tenth of ``--max-requests`` it only sends
+``recycle-soon``: the replacement boots while this worker still serves, and the master
+never retires it before it has served its ``--max-requests`` (a plain ``recycle`` there let
+the master retire it as soon as the replacement was ready: 45 to 49 requests served for
+``--max-requests 50``, seen by tests/process). ``request_recycle`` is the one function
+other parts (the isolation layer's "recycle" policy, the request watchdog) call to ask for
+a graceful replacement.
 """
 
 from __future__ import annotations
@@ -57,6 +65,7 @@ class WorkerControl:
         self.started = time.monotonic()
         self.requests = 0
         self.recycling: str | None = None
+        self.recycling_soon: str | None = None
         self._last_beat = 0.0
         self.stale_detector: Any = None
         lim = self.limits
@@ -98,6 +107,10 @@ class WorkerControl:
             if self.deadline and now >= self.deadline:
                 self.request_recycle("max-lifetime")
 
+    def finding(self, kind: str) -> None:
+        """An isolation finding of ``kind`` (counted by the master for the status page)."""
+        self._send(f"finding {kind}")
+
     def boot_error(self, message: str) -> None:
         self._send(f"boot-error {message}")
 
@@ -106,6 +119,12 @@ class WorkerControl:
         if self.recycling is None:
             self.recycling = reason
             self._send(f"recycle {reason}")
+
+    def recycle_soon(self, reason: str) -> None:
+        """Ask the master to start this worker's replacement now, without retiring it yet."""
+        if self.recycling is None and self.recycling_soon is None:
+            self.recycling_soon = reason
+            self._send(f"recycle-soon {reason}")
 
     def request_done(self) -> bool:
         """Count a finished request and check the limits (between requests).
@@ -121,8 +140,9 @@ class WorkerControl:
                 self.request_recycle("max-requests")
                 return True
             if self.requests >= limit - max(1, limit // 10):
-                self.request_recycle("max-requests")
+                self.recycle_soon("max-requests")
         if self.limits.max_memory_bytes and rss_bytes() > self.limits.max_memory_bytes:
+            self.finding("memory-limit")
             self.request_recycle("max-memory")
             return True
         if self.deadline and time.monotonic() >= self.deadline:

@@ -33,6 +33,7 @@ import time
 from typing import Any
 
 from ..config import Config
+from ..isolation.base import IsolationLayer, RequestInfo, describe_failure
 from ..protocol import (
     ConnectionClosed,
     FastCGIConnection,
@@ -42,8 +43,10 @@ from ..protocol import (
     StdinEnded,
     StdinReceived,
 )
-from ..response import error_response, protocol_error_reply
+from ..response import error_response, failure_reply, protocol_error_reply
+from ..scoreboard import WorkerSlot
 from ..sockets import describe
+from ..status import StatusPages
 from ..watchdog import Running, Watchdog
 from ..wsgi.environ import build_environ
 from ..wsgi.handler import WSGIResponder
@@ -94,8 +97,17 @@ class SyncWorker:
     multithread = False
 
     def __init__(
-        self, config: Config, app: Any, sockets: list[socket.socket], control: WorkerControl | None = None
+        self,
+        config: Config,
+        app: Any,
+        sockets: list[socket.socket],
+        control: WorkerControl | None = None,
+        pages: StatusPages | None = None,
+        slot: WorkerSlot | None = None,
     ) -> None:
+        self.pages = pages
+        self.slot = slot
+        self.isolation: IsolationLayer | None = None
         self.config = config
         self.app = app
         self.sockets = sockets
@@ -267,6 +279,8 @@ class SyncWorker:
             )
             conn = _Conn(sock, codec)
             conn.idle_since = time.monotonic()
+            if self.slot is not None:
+                self.slot.accepted()
             self._conns[conn.fd] = conn
             try:
                 data = sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
@@ -369,6 +383,12 @@ class SyncWorker:
             self._wait_for(conn)
 
     def _serve(self, conn: _Conn, req: RequestReceived) -> None:
+        if self.pages is not None:
+            reply = self.pages.answer(req.params)
+            if reply is not None:
+                conn.input = None
+                self._send_or_drop(conn, conn.codec.send_response(req.request_id, reply))
+                return
         stream = conn.input
         environ = build_environ(req.params, self._base, root_path=self.config.root_path)
         environ["wsgi.input"] = stream
@@ -379,6 +399,25 @@ class SyncWorker:
             self._send_or_drop(conn, conn.codec.send_response(req.request_id, error_response(413), 1))
             return
         responder = WSGIResponder(conn.codec, req.request_id, conn.sock, environ, self.config.debug)
+        slot = self.slot
+        if slot is not None:
+            slot.start(
+                environ["REQUEST_METHOD"],
+                environ.get("REQUEST_URI", ""),
+                int(environ.get("CONTENT_LENGTH") or 0),
+            )
+        layer = self.isolation
+        if layer is not None:
+            info = RequestInfo(
+                environ["REQUEST_METHOD"],
+                environ.get("PATH_INFO", ""),
+                environ.get("HTTP_X_REQUEST_ID") or f"{os.getpid()}-{self.requests_served + 1}",
+                "sync",
+                "wsgi",
+            )
+            layer.before_request(info)
+            if layer.buffering:
+                responder.buffer = []
         watchdog = self.watchdog
         if watchdog.enabled:
             running = Running(responder, responder.describe())
@@ -388,6 +427,16 @@ class SyncWorker:
         else:
             ok = self._baseline.copy().run(responder.run, self.app)
         self.requests_served += 1
+        if layer is not None:
+            failing = layer.after_request(info)
+            if responder.buffer is not None:
+                held, responder.buffer = responder.buffer, None
+                if failing:
+                    body = error_response(500, describe_failure(failing))
+                    held = [failure_reply(req.request_id, body)]
+                self._send_or_drop(conn, b"".join(held))
+        if slot is not None:
+            slot.finish()
         conn.input = None
         conn.served += 1
         conn.idle_since = time.monotonic()

@@ -21,7 +21,8 @@ tests/integration/test_wsgi_nginx.py):
   body bytes arrived, ``readlines()`` raised on an empty body, iteration ended with an
   extra empty line when the body's end came in its own STDIN record, and a disconnect
   looked like the end of the body. The bridge uses the sync worker's ``InputStream``
-  (raises ClientDisconnected), pulling a2wsgi's ``receive`` from the WSGI thread.
+  (raises ClientDisconnected, logged at info level as on the sync worker), pulling
+  a2wsgi's ``receive`` from the WSGI thread.
 - **client gone**: the ASGI cycle drops sends after a disconnect, so a2wsgi iterated a
   streaming response to its end for nobody; ``_Response`` stops and the app's ``close()``
   runs at once.
@@ -39,7 +40,7 @@ from a2wsgi import WSGIMiddleware
 
 from ..response import wsgi_header_block
 from .environ import build_environ
-from .streams import ErrorStream, FileWrapper, InputStream
+from .streams import ClientDisconnected, ErrorStream, FileWrapper, InputStream
 
 logger = logging.getLogger("gateway.error")
 
@@ -107,19 +108,31 @@ class _Response:
         if data:
             self._a2_write(data)  # type: ignore[misc]
 
+    def describe(self) -> str:
+        env = self.environ
+        qs = env.get("QUERY_STRING")
+        return f"{env.get('REQUEST_METHOD', '?')} {env.get('PATH_INFO', '')}{'?' + qs if qs else ''}"
+
+    def disconnected(self, exc: ClientDisconnected) -> None:
+        """The app stopped on a vanished client: nothing can reach it, end quietly (the
+        cycle drops what is sent now, but a2wsgi still needs a head before its last body)."""
+        logger.info("%s: %s", self.describe(), exc)
+        if self._head is None:
+            self._head = ("500 Internal Server Error", [("Content-Type", "text/plain")])
+        self._send_head()
+
     def __iter__(self) -> Iterator[bytes]:
-        for chunk in self._result:
-            if chunk:
-                self._send_head()
-                if self._gone():
-                    env = self.environ
-                    logger.info(
-                        "web server closed the connection during %s %s",
-                        env.get("REQUEST_METHOD"),
-                        env.get("PATH_INFO"),
-                    )
-                    return
-                yield chunk
+        try:
+            for chunk in self._result:
+                if chunk:
+                    self._send_head()
+                    if self._gone():
+                        logger.info("web server closed the connection during %s", self.describe())
+                        return
+                    yield chunk
+        except ClientDisconnected as exc:
+            self.disconnected(exc)
+            return
         self._send_head()
 
     def close(self) -> None:
@@ -144,11 +157,17 @@ def _reinject(app: Any) -> Any:
                     del environ[key]
                 environ.update(own)
             gone = scope.get(_GONE, _never)
-        environ["wsgi.input"] = _input(environ["wsgi.input"])
+        environ["wsgi.input"] = stream = _input(environ["wsgi.input"])
+        if isinstance(stream, InputStream):
+            environ["wsgi.input_terminated"] = True  # read() to EOF is safe, as on the sync worker
         environ["wsgi.errors"] = ErrorStream()
         environ.setdefault("wsgi.file_wrapper", FileWrapper)
         response = _Response(start_response, gone, environ)
-        response._result = app(environ, response.start_response)
+        try:
+            response._result = app(environ, response.start_response)
+        except ClientDisconnected as exc:
+            response.disconnected(exc)
+            response._result = ()
         return response
 
     return with_fastcgi_params

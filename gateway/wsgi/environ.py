@@ -6,15 +6,17 @@ Strategy
 Every param is passed through as a native (latin-1 decoded) string, custom
 ``fastcgi_param``s and SCRIPT_FILENAME/HTTPS/DOCUMENT_ROOT included. Then:
 
-- empty CONTENT_TYPE/CONTENT_LENGTH are dropped; HTTP_CONTENT_TYPE/HTTP_CONTENT_LENGTH are
-  folded into them (PEP 3333 and wsgiref.validate forbid the HTTP_ forms);
+- empty CONTENT_TYPE/CONTENT_LENGTH are dropped, and so is a CONTENT_LENGTH that is not a
+  number; HTTP_CONTENT_TYPE/HTTP_CONTENT_LENGTH are folded into them (PEP 3333 and
+  wsgiref.validate forbid the HTTP_ forms);
 - repeated HTTP_COOKIE params are joined with ``; ``, other repeated headers with ``, ``;
 - SCRIPT_NAME/PATH_INFO: when the web server sent PATH_INFO they are kept as sent (with
-  ``--root-path`` overriding SCRIPT_NAME). nginx's default sends none and puts the decoded
-  full path in SCRIPT_NAME, so the full path is taken from REQUEST_URI (percent-decoded to
-  bytes, then latin-1: the WSGI "bytes as str" form), split at ``--root-path`` when it is a
-  prefix at a segment boundary, else SCRIPT_NAME="" and PATH_INFO=the full path
-  (PITFALLS peer bug 8);
+  ``--root-path`` overriding SCRIPT_NAME; a SCRIPT_NAME of "/" becomes ""). nginx's
+  default sends none and puts the decoded full path in SCRIPT_NAME, so the full path is
+  taken from REQUEST_URI (percent-decoded to bytes, then latin-1: the WSGI "bytes as
+  str" form) and split at ``--root-path`` when that is a prefix at a segment boundary;
+  otherwise SCRIPT_NAME is still the root path and PATH_INFO the full path, never a
+  slice like "lication" (PITFALLS peer bug 8);
 - wsgi.url_scheme from HTTPS (on/1) or REQUEST_SCHEME; SERVER_NAME filled from HTTP_HOST or
   SERVER_ADDR when nginx sends it empty.
 """
@@ -74,12 +76,18 @@ def build_environ(
         environ.pop("CONTENT_LENGTH", None)
         if clen:
             environ["CONTENT_LENGTH"] = clen
+    clen = environ.get("CONTENT_LENGTH")
+    if clen is not None and not (clen.isascii() and clen.isdigit()):
+        del environ["CONTENT_LENGTH"]  # not a length: the body is read to its end anyway
 
     if "PATH_INFO" in environ:
         if root_path:
             environ["SCRIPT_NAME"] = root_path
-        else:
-            environ.setdefault("SCRIPT_NAME", "")
+        elif environ.setdefault("SCRIPT_NAME", "") == "/":
+            # PEP 3333 (and wsgiref.validate): SCRIPT_NAME "/" must be "", its slash in PATH_INFO
+            environ["SCRIPT_NAME"] = ""
+            if not environ["PATH_INFO"].startswith("/"):
+                environ["PATH_INFO"] = "/" + environ["PATH_INFO"]
     else:
         uri = environ.get("REQUEST_URI")
         if uri is not None:

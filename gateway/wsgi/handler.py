@@ -34,6 +34,7 @@ class ClientGone(Exception):
 
 class WSGIResponder:
     __slots__ = (
+        "buffer",
         "codec",
         "debug",
         "environ",
@@ -58,10 +59,15 @@ class WSGIResponder:
         self.head: bytes | None = None
         self.headers_sent = False
         self.timed_out = False
+        #: when a list, output is held here instead of sent (isolation "fail" policy)
+        self.buffer: list[bytes] | None = None
         # Held while encoding + sending, so the watchdog's 504 never interleaves with output.
         self.lock = threading.Lock()
 
     def _send(self, data: bytes) -> None:
+        if self.buffer is not None:
+            self.buffer.append(data)
+            return
         try:
             self.sock.sendall(data)
         except OSError as exc:
@@ -165,7 +171,7 @@ class WSGIResponder:
             result = app(self.environ, self.start_response)
             if type(result) is list or type(result) is tuple:
                 self._finish(b"".join(result) if len(result) != 1 else result[0])
-            elif isinstance(result, FileWrapper) and self._sendfile(result):
+            elif isinstance(result, FileWrapper) and self.buffer is None and self._sendfile(result):
                 pass
             else:
                 for chunk in result:

@@ -141,6 +141,9 @@ async def app(scope, receive, send):
         previous = request_var.get()
         request_var.set(query.get("v", "set"))
         await _respond(send, 200, previous.encode())
+    elif path == "/fire-and-forget":
+        asyncio.get_running_loop().create_task(asyncio.sleep(30), name="forgotten")
+        await _respond(send, 200, b"fired")
     elif path == "/pid":
         await _respond(send, 200, str(os.getpid()).encode())
     else:

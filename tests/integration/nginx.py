@@ -186,7 +186,9 @@ http {{
         }
         if o["keep_conn"]:
             defaults["fastcgi_keep_conn"] = "on"
-        lines = [f"include {FASTCGI_PARAMS};", f"fastcgi_pass {target};"]
+        lines = [f"include {FASTCGI_PARAMS};"]
+        if not re.search(r"(^|[\s;{])fastcgi_pass\s", own):  # a location may name its own upstream
+            lines.append(f"fastcgi_pass {target};")
         lines += [f"{k} {v};" for k, v in defaults.items() if not re.search(rf"(^|[\s;{{]){k}\s", own)]
         inner = "\n            ".join([*lines, own.strip()])
         return f"location {spec} {{\n            {inner}\n        }}"

@@ -1,0 +1,18 @@
+"""The isolation layer: keeps one request from reading or corrupting the next in a
+long-running worker.
+
+Always on: every request runs in a fresh copy of a baseline contextvars Context (taken
+after the app loaded and lifespan started; see the workers). On top of that, checkers run
+after each request (after the response was sent, so the client does not wait) and report
+``Finding``s; a policy per finding kind decides what happens: ``log`` (default),
+``repair``, ``recycle`` (replace the worker gracefully) or ``fail`` (development: the
+response becomes a 500 naming the leak; responses are then buffered).
+
+Public API for writing a checker: ``Checker``, ``Finding``, ``RequestInfo``; register one
+with ``--isolation-checker module:callable`` (the callable returns a Checker) or
+``register_checker``. See docs/isolation.md.
+"""
+
+from .base import POLICIES, Checker, Finding, IsolationLayer, RequestInfo, register_checker
+
+__all__ = ["POLICIES", "Checker", "Finding", "IsolationLayer", "RequestInfo", "register_checker"]

@@ -1,0 +1,89 @@
+"""Building the worker's IsolationLayer from the Config: which checkers, which policies.
+
+``--isolation-checkers`` takes ``auto`` (the default: the cheap checkers, plus the
+Django/SQLAlchemy ones when the app imported those libraries), ``all``, ``none`` or a
+comma list of names: globals, threadlocals, tasks, django, sqlalchemy, memory. User
+checkers come from ``--isolation-checker module:callable`` (repeatable) and from
+``register_checker``. Policies: ``--isolation-policy KIND=POLICY`` (repeatable) over
+``--isolation-default-policy``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import ConfigError
+from ..loading import import_from_string
+from .base import POLICIES, Checker, IsolationLayer, registered_checkers
+
+#: name -> (module, class); imported only when used
+BUILTIN: dict[str, tuple[str, str]] = {
+    "tasks": ("gateway.isolation.tasks", "AsyncTaskChecker"),
+    "memory": ("gateway.isolation.memory", "MemoryChecker"),
+}
+#: ``auto``: cheap and always meaningful, plus the framework checkers when in use
+AUTO = ("tasks", "memory")
+AUTO_IF_IMPORTED: dict[str, str] = {}  # django/sqlalchemy join once their checkers exist
+
+
+def parse_policies(items: tuple[str, ...]) -> dict[str, str]:
+    policies = {}
+    for item in items:
+        kind, sep, policy = item.partition("=")
+        if not sep or not kind or policy not in POLICIES:
+            raise ConfigError(
+                f"--isolation-policy takes KIND=POLICY with POLICY one of {', '.join(POLICIES)}: {item!r}"
+            )
+        policies[kind.strip()] = policy
+    return policies
+
+
+def checker_names(spec: str) -> list[str]:
+    spec = spec.strip()
+    if spec == "none":
+        return []
+    if spec == "all":
+        return list(BUILTIN)
+    if spec == "auto":
+        names = list(AUTO)
+        names += [name for module, name in AUTO_IF_IMPORTED.items() if module in sys.modules]
+        return names
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BUILTIN]
+    if unknown:
+        raise ConfigError(f"unknown isolation checker(s) {', '.join(unknown)}; known: {', '.join(BUILTIN)}")
+    return names
+
+
+def _instantiate(factory: Callable[[], Any], what: str) -> Checker:
+    checker = factory()
+    if not isinstance(checker, Checker):
+        raise ConfigError(f"{what} did not return a gateway.isolation.Checker (got {type(checker).__name__})")
+    return checker
+
+
+def build_layer(
+    spec: str,
+    user_checkers: tuple[str, ...],
+    policies: dict[str, str],
+    default_policy: str,
+    *,
+    worker: str,
+    on_recycle: Callable[[str], None] | None = None,
+    on_finding: Callable[[str], None] | None = None,
+) -> IsolationLayer:
+    """Called in the worker after the app is imported (``auto`` looks at sys.modules)."""
+    checkers: list[Checker] = []
+    for name in checker_names(spec):
+        if name == "tasks" and worker != "async":
+            continue  # no event loop in the sync worker
+        module, cls = BUILTIN[name]
+        checkers.append(_instantiate(getattr(importlib.import_module(module), cls), f"checker {name}"))
+    for factory in registered_checkers():
+        checkers.append(_instantiate(factory, repr(factory)))
+    for target in user_checkers:
+        checkers.append(_instantiate(import_from_string(target), target))
+    return IsolationLayer(checkers, policies, default_policy, on_recycle=on_recycle, on_finding=on_finding)

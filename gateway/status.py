@@ -1,0 +1,239 @@
+"""The status and ping pages, PHP-FPM compatible.
+
+``render_status`` produces PHP-FPM's status page — same keys, so existing exporters and
+agents keep working — as text (default), ``?json`` or ``?openmetrics``; ``?full`` adds a
+block per worker. Our own fields follow PHP-FPM's: generation, reloads, respawns by
+reason, stale code. ``answer`` turns a request's params into a complete CGI response when
+its path is the configured status or ping path (None otherwise), so both the workers
+(on the main socket, before the app) and the master (on ``--status-bind``, which answers
+even when every worker is busy) serve the same pages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import time
+from typing import Any
+
+from .scoreboard import STATE_NAMES, STATE_RUNNING, Scoreboard, SlotView
+
+_TIME_FMT = "%d/%b/%Y:%H:%M:%S %z"
+
+
+def listen_queue(sockets: list[socket.socket]) -> tuple[int, int]:
+    """(connections waiting in the backlog now, backlog size) for TCP listeners (Linux
+    TCP_INFO, as PHP-FPM); unix sockets report 0 like PHP-FPM does."""
+    queued = 0
+    size = 0
+    for sock in sockets:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+                # struct tcp_info: tcpi_unacked (queued) and tcpi_sacked (backlog) at 24/28
+                unacked, sacked = struct.unpack_from("=II", info, 24)
+                queued += unacked
+                size += sacked
+            except OSError:
+                pass
+    return queued, size
+
+
+def snapshot(
+    board: Scoreboard, pool: str, sockets: list[socket.socket], workers_wanted: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The pool summary and the per-worker rows, read from the scoreboard."""
+    now = time.time()
+    head = board.header()
+    slots = board.read()
+    active = sum(1 for s in slots if s.state == STATE_RUNNING)
+    queued, qlen = listen_queue(sockets)
+    summary: dict[str, Any] = {
+        "pool": pool,
+        "process manager": "static",
+        "start time": int(board.start_time),
+        "start since": int(now - board.start_time),
+        "accepted conn": head["accepted_retired"] + sum(s.accepted for s in slots),
+        "listen queue": queued,
+        "max listen queue": max(head["max_listen_queue"], queued),
+        "listen queue len": qlen,
+        "idle processes": len(slots) - active,
+        "active processes": active,
+        "total processes": len(slots),
+        "max active processes": max(head["max_active"], active),
+        "max children reached": head["max_children_reached"],
+        "slow requests": head["slow_retired"] + sum(s.slow for s in slots),
+        # ours
+        "requests": head["requests_retired"] + sum(s.requests for s in slots),
+        "workers wanted": workers_wanted,
+        "generation": head["generation"],
+        "reloads": head["reloads"],
+        "stale workers": head["stale_workers"],
+        "isolation findings": board.findings(),
+        "respawns": {
+            reason.replace("_", "-"): head["respawn_" + reason]
+            for reason in ("crash", "max_requests", "max_memory", "max_lifetime", "timeout", "leak")
+        },
+    }
+    return summary, [_row(s, now) for s in slots]
+
+
+def _rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _cpu_percent(s: SlotView) -> float:
+    """CPU time of the last request over its wall time, as PHP-FPM shows it (0..100)."""
+    if s.last_duration <= 0:
+        return 0.0
+    return round(min(100.0, s.last_cpu * 100 / s.last_duration), 2)
+
+
+def _row(s: SlotView, now: float) -> dict[str, Any]:
+    running = s.state == STATE_RUNNING
+    duration = (now - s.req_start) if running else s.last_duration
+    return {
+        "pid": s.pid,
+        "state": STATE_NAMES.get(s.state, "Idle"),
+        "start time": int(s.started),
+        "start since": int(now - s.started),
+        "requests": s.requests,
+        "request duration": int(max(duration, 0) * 1_000_000),
+        "request method": s.method or "-",
+        "request uri": s.uri or "-",
+        "content length": s.content_length,
+        "user": "-",
+        "script": "-",
+        "last request cpu": _cpu_percent(s),
+        "last request memory": _rss(s.pid),
+        "generation": s.generation,
+    }
+
+
+def _text(summary: dict[str, Any], rows: list[dict[str, Any]] | None) -> str:
+    def fmt(key: str, value: Any) -> str:
+        if key == "start time":
+            value = time.strftime(_TIME_FMT, time.localtime(value))
+        return f"{key + ':':<21} {value}\n"
+
+    out = []
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            out.extend(fmt(f"{key} {k}", v) for k, v in value.items())
+        else:
+            out.append(fmt(key, value))
+    for row in rows or ():
+        out.append("\n************************\n")
+        for key, value in row.items():
+            out.append(fmt(key, value))
+    return "".join(out)
+
+
+def _metric_name(key: str) -> str:
+    return "fcgi_gateway_" + key.replace(" ", "_").replace("-", "_")
+
+
+_COUNTERS = {"accepted conn", "slow requests", "requests", "reloads", "max children reached"}
+
+
+def _openmetrics(summary: dict[str, Any], rows: list[dict[str, Any]] | None) -> str:
+    out = []
+    pool = summary["pool"]
+    for key, value in summary.items():
+        if key in ("pool", "process manager"):
+            continue
+        if isinstance(value, dict):  # respawns by reason, isolation findings by kind
+            name = _metric_name(key)
+            label = "reason" if key == "respawns" else "kind"
+            out.append(f"# TYPE {name} counter\n")
+            for item, n in value.items():
+                out.append(f'{name}_total{{pool="{pool}",{label}="{item}"}} {n}\n')
+            continue
+        name = _metric_name(key)
+        if key in _COUNTERS:
+            out.append(f'# TYPE {name} counter\n{name}_total{{pool="{pool}"}} {value}\n')
+        else:
+            out.append(f'# TYPE {name} gauge\n{name}{{pool="{pool}"}} {value}\n')
+    if rows:
+        for key in ("requests", "request duration", "last request memory"):
+            name = _metric_name("process " + key)
+            kind = "counter" if key == "requests" else "gauge"
+            out.append(f"# TYPE {name} {kind}\n")
+            suffix = "_total" if kind == "counter" else ""
+            for row in rows:
+                out.append(f'{name}{suffix}{{pool="{pool}",pid="{row["pid"]}"}} {row[key]}\n')
+    out.append("# EOF\n")
+    return "".join(out)
+
+
+def render_status(summary: dict[str, Any], rows: list[dict[str, Any]], query: str) -> tuple[str, bytes]:
+    """(content type, body) for the status page in the format the query asks for."""
+    flags = {part.split("=")[0] for part in query.split("&") if part}
+    full = rows if "full" in flags else None
+    if "json" in flags:
+        data = dict(summary)
+        if full is not None:
+            data["processes"] = full
+        return "application/json", json.dumps(data).encode()
+    if "openmetrics" in flags:
+        return "application/openmetrics-text; version=1.0.0; charset=utf-8", _openmetrics(
+            summary, full
+        ).encode()
+    return "text/plain; charset=utf-8", _text(summary, full).encode()
+
+
+def cgi_response(status: str, content_type: str, body: bytes) -> bytes:
+    return (
+        f"Status: {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+        "Cache-Control: no-store\r\n\r\n"
+    ).encode("latin-1") + body
+
+
+class StatusPages:
+    """Matches the status and ping paths and renders their responses."""
+
+    def __init__(
+        self,
+        board: Scoreboard | None,
+        *,
+        status_path: str | None,
+        ping_path: str | None,
+        ping_response: str = "pong",
+        pool: str = "www",
+        sockets: list[socket.socket] | None = None,
+        workers_wanted: int = 1,
+    ) -> None:
+        self.board = board
+        self.status_path = status_path
+        self.ping_path = ping_path
+        self.ping_response = ping_response.encode()
+        self.pool = pool
+        self.sockets = sockets or []
+        self.workers_wanted = workers_wanted
+        self.paths = {p for p in (status_path, ping_path) if p}
+
+    def answer(self, params: list[tuple[bytes, bytes]]) -> bytes | None:
+        """The full CGI response for a status/ping request, or None for any other path."""
+        uri = script = b""
+        for name, value in params:  # the last one wins, as in the environ and the scope
+            if name == b"REQUEST_URI":
+                uri = value
+            elif name == b"SCRIPT_NAME":
+                script = value
+        uri = uri or script
+        path, _, query = uri.decode("latin-1").partition("?")
+        if path not in self.paths:
+            return None
+        if path == self.ping_path:
+            return cgi_response("200 OK", "text/plain", self.ping_response)
+        if self.board is None:
+            return cgi_response("503 Service Unavailable", "text/plain", b"status unavailable\n")
+        summary, rows = snapshot(self.board, self.pool, self.sockets, self.workers_wanted)
+        ctype, body = render_status(summary, rows, query)
+        return cgi_response("200 OK", ctype, body)
