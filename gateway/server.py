@@ -45,7 +45,7 @@ def prepare_app(config: Config) -> tuple[Any, str, str]:
     elif kind == "async":
         from .wsgi.bridge import bridge_wsgi
 
-        app = bridge_wsgi(app, threads=config.bridge_threads)
+        app = bridge_wsgi(app, threads=config.bridge_threads, multiprocess=config.workers > 1)
     return app, interface, kind
 
 

@@ -70,7 +70,7 @@ _EMPTY_STDOUT_HEADERS: dict[int, bytes] = {}
 
 
 class _Request:
-    __slots__ = ("keep_conn", "params", "params_size", "role", "state", "stderr_used")
+    __slots__ = ("awaiting_input", "keep_conn", "params", "params_size", "role", "state", "stderr_used")
 
     def __init__(self, role: int, keep_conn: bool) -> None:
         self.role = role
@@ -79,6 +79,8 @@ class _Request:
         self.params: list[bytes] = []
         self.params_size = 0
         self.stderr_used = False
+        #: ended by us while the web server was still sending its body
+        self.awaiting_input = False
 
 
 class FastCGIConnection:
@@ -123,6 +125,7 @@ class FastCGIConnection:
         self._out = bytearray()
         self._requests: dict[int, _Request] = {}
         self._active = 0
+        self._awaiting = 0
         self._begun = 0
         self._error: RemoteProtocolError | None = None
         self.peer_closed = False
@@ -235,7 +238,11 @@ class FastCGIConnection:
             else:
                 req.state = RequestState.ABORTED  # type: ignore[union-attr]
                 self._events.append(RequestAborted(rid))
-        # Action.IGNORE: nothing to do
+        elif req is not None and req.awaiting_input and rtype == RecordType.STDIN and not content:
+            # The body of a request we ended early is complete: the id is free again.
+            req.awaiting_input = False
+            self._awaiting -= 1
+        # otherwise Action.IGNORE: nothing to do
 
     def _begin(self, rid: int, content: bytes) -> None:
         role, flags = decode_begin_request(content)
@@ -247,6 +254,9 @@ class FastCGIConnection:
             refusal = ProtocolStatus.CANT_MPX_CONN
         elif self.max_requests is not None and self._begun >= self.max_requests:
             refusal = ProtocolStatus.OVERLOADED
+        old = self._requests.get(rid)
+        if old is not None and old.awaiting_input:
+            self._awaiting -= 1
         req = _Request(role, keep_conn)
         self._requests[rid] = req
         if refusal is not None:
@@ -325,6 +335,9 @@ class FastCGIConnection:
             tail += pack_header(FCGI_VERSION_1, _STDERR, rid, 0, 0)
         if self._events:
             self._drop_queued(rid)
+        if req.state is RequestState.STDIN and req.role != Role.FILTER:
+            req.awaiting_input = True
+            self._awaiting += 1
         nxt = AFTER_END[req.state]
         if nxt is None:
             del self._requests[rid]
@@ -362,6 +375,13 @@ class FastCGIConnection:
     def active_requests(self) -> int:
         """Requests begun and not yet ended by END_REQUEST."""
         return self._active
+
+    @property
+    def awaiting_input(self) -> bool:
+        """A request was answered before its body was complete and the rest of the body is
+        still on its way: closing now would reset the connection under the web server
+        (nginx then logs a reset and may answer 502). Close once this is False."""
+        return self._awaiting > 0
 
     @property
     def broken(self) -> bool:

@@ -56,6 +56,8 @@ _connection_serial = itertools.count(1)
 #: While stopping, a keep-alive connection is closed once it has been idle this long:
 #: closing right after END_REQUEST races with nginx reusing it (PITFALLS.md: lost POSTs).
 IDLE_CLOSE_S = 0.02
+#: Longest wait for the rest of a body we no longer need before closing anyway.
+LINGER_S = 2.0
 
 
 class FastCGIProtocol(asyncio.Protocol):
@@ -77,6 +79,7 @@ class FastCGIProtocol(asyncio.Protocol):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._paused_by: set[ASGICycle] = set()
         self.closed = False
+        self._linger: asyncio.TimerHandle | None = None
         self.idle_since = time.monotonic()
         self.served = 0
 
@@ -119,7 +122,7 @@ class FastCGIProtocol(asyncio.Protocol):
             elif kind is ConnectionClosed:
                 pass  # connection_lost follows
         if conn.should_close and not conn.active_requests:
-            self.close()
+            self._close_when_drained()
 
     def eof_received(self) -> bool | None:
         self._disconnect_all()
@@ -176,7 +179,7 @@ class FastCGIProtocol(asyncio.Protocol):
         if not self.cycles:
             self.idle_since = time.monotonic()
         if not self.conn.active_requests and self.conn.should_close:
-            self.close()
+            self._close_when_drained()
 
     # -- internals -------------------------------------------------------------------
 
@@ -237,10 +240,21 @@ class FastCGIProtocol(asyncio.Protocol):
         return str(peer) if peer else "unix socket peer"
 
     def close(self) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
         if not self.closed:
             self.closed = True
             self._disconnect_all()
             self.transport.close()  # type: ignore[union-attr]
+
+    def _close_when_drained(self) -> None:
+        """Close now, or once the body of a request answered early has arrived (closing
+        under nginx while it still sends makes it log a reset and maybe answer 502)."""
+        if not self.conn.awaiting_input:
+            self.close()
+        elif self._linger is None:
+            self._linger = self.loop.call_later(LINGER_S, self.close)
 
     def close_if_idle(self, min_idle: float = 0.0) -> None:
         if not self.conn.active_requests and time.monotonic() - self.idle_since >= min_idle:

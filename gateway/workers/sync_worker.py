@@ -61,6 +61,8 @@ ACCEPT_BURST = 32
 #: While stopping, a keep-alive connection is closed once it has been idle this long:
 #: closing right after END_REQUEST races with nginx reusing it (PITFALLS.md: lost POSTs).
 IDLE_CLOSE_S = 0.02
+#: Longest wait for the rest of a body we no longer need before closing anyway.
+LINGER_S = 2.0
 EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
 
 
@@ -232,6 +234,8 @@ class SyncWorker:
             if conn.busy or conn.input is not None:
                 continue
             limit = cfg.keepalive_timeout_s if conn.served else cfg.read_timeout_s
+            if conn.codec.should_close:
+                limit = LINGER_S  # only waiting for the rest of a body we answered early
             if now - conn.idle_since > limit:
                 logger.info(
                     "closing connection %s after %.0fs",
@@ -349,7 +353,7 @@ class SyncWorker:
                     conn.input.feed(ev.data)
             elif kind is RequestReceived:
                 conn.request = ev
-                conn.input = InputStream(lambda c=conn: self._pull(c))
+                conn.input = InputStream(lambda c=conn: self._pull(c), self.config.max_body_bytes)
             elif kind is StdinEnded:
                 if conn.input is not None:
                     conn.input.end()
@@ -377,7 +381,8 @@ class SyncWorker:
             req = conn.request
             conn.request = None
             self._serve(conn, req)
-        if conn.dead or (conn.codec.should_close and not conn.codec.active_requests):
+        codec = conn.codec
+        if conn.dead or (codec.should_close and not codec.active_requests and not codec.awaiting_input):
             self._close(conn)
         else:
             self._wait_for(conn)
@@ -397,6 +402,7 @@ class SyncWorker:
         if limit is not None and int(environ.get("CONTENT_LENGTH") or 0) > limit:
             logger.warning("request body over --max-body-size (%d bytes): 413", limit)
             self._send_or_drop(conn, conn.codec.send_response(req.request_id, error_response(413), 1))
+            conn.input = None
             return
         responder = WSGIResponder(conn.codec, req.request_id, conn.sock, environ, self.config.debug)
         slot = self.slot

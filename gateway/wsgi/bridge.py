@@ -145,7 +145,7 @@ def _never() -> bool:
     return False
 
 
-def _reinject(app: Any) -> Any:
+def _reinject(app: Any, multiprocess: bool = True) -> Any:
     def with_fastcgi_params(environ: dict[str, Any], start_response: Any) -> Any:
         scope = environ.get("asgi.scope")
         gone = _never
@@ -161,6 +161,7 @@ def _reinject(app: Any) -> Any:
         if isinstance(stream, InputStream):
             environ["wsgi.input_terminated"] = True  # read() to EOF is safe, as on the sync worker
         environ["wsgi.errors"] = ErrorStream()
+        environ["wsgi.multiprocess"] = multiprocess  # a2wsgi always says True
         environ.setdefault("wsgi.file_wrapper", FileWrapper)
         response = _Response(start_response, gone, environ)
         try:
@@ -173,9 +174,9 @@ def _reinject(app: Any) -> Any:
     return with_fastcgi_params
 
 
-def bridge_wsgi(app: Any, *, threads: int = 10) -> Any:
+def bridge_wsgi(app: Any, *, threads: int = 10, multiprocess: bool = True) -> Any:
     """An ASGI app running the WSGI ``app`` in a pool of ``threads`` threads."""
-    middleware = WSGIMiddleware(_reinject(app), workers=threads)
+    middleware = WSGIMiddleware(_reinject(app, multiprocess), workers=threads)
 
     async def bridged(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":

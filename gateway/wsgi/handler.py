@@ -21,7 +21,7 @@ from ..protocol import FastCGIConnection
 from ..protocol.constants import FCGI_VERSION_1, MAX_CONTENT_LENGTH, RecordType
 from ..protocol.records import pack_header
 from ..response import InvalidResponse, error_response, wsgi_header_block
-from .streams import ClientDisconnected, FileWrapper
+from .streams import ClientDisconnected, FileWrapper, RequestTooLarge
 
 logger = logging.getLogger("gateway.error")
 
@@ -186,6 +186,9 @@ class WSGIResponder:
         except ClientDisconnected as exc:
             logger.info("%s: %s", self.describe(), exc)
             return False
+        except RequestTooLarge as exc:
+            logger.warning("%s: %s: 413", self.describe(), exc)
+            return self._fail(None, 413)
         except Exception as exc:
             if isinstance(exc, InvalidResponse):
                 logger.error("invalid response from application for %s: %s", self.describe(), exc)
@@ -200,13 +203,13 @@ class WSGIResponder:
                 except Exception:
                     logger.exception("exception in the close() of the WSGI response for %s", self.describe())
 
-    def _fail(self, detail: str | None) -> bool:
+    def _fail(self, detail: str | None, status: int = 500) -> bool:
         try:
             if self.headers_sent:
                 self._emit(self.codec.end_request, 1)
             else:
                 self.headers_sent = True
-                self._emit(self.codec.send_response, error_response(500, detail), 1)
+                self._emit(self.codec.send_response, error_response(status, detail), 1)
         except ClientGone:
             return False
         return True

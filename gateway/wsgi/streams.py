@@ -19,20 +19,34 @@ class ClientDisconnected(OSError):
     """The web server closed the connection (or aborted the request) mid-body."""
 
 
+class RequestTooLarge(ValueError):
+    """The body grew past ``--max-body-size`` while the app read it (no CONTENT_LENGTH
+    to check beforehand, e.g. a chunked upload with request buffering off)."""
+
+
 class InputStream:
     """``wsgi.input``: the request body, fed by the worker, pulled by the app."""
 
-    __slots__ = ("_buf", "_disconnected", "_eof", "_pull")
+    __slots__ = ("_buf", "_disconnected", "_eof", "_limit", "_pull", "_received")
 
-    def __init__(self, pull: Callable[[], None] | None = None) -> None:
+    def __init__(self, pull: Callable[[], None] | None = None, limit: int | None = None) -> None:
         self._buf = bytearray()
         self._eof = False
         self._disconnected = False
         self._pull = pull
+        self._limit = limit
+        self._received = 0
 
     # -- fed by the worker -------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
+        if self._limit is not None:
+            self._received += len(data)
+            if self._received > self._limit:
+                # Keep nothing more; the app's next read raises RequestTooLarge (-> 413).
+                self._buf.clear()
+                self._eof = True
+                return
         self._buf += data
 
     def end(self) -> None:
@@ -48,6 +62,7 @@ class InputStream:
 
     def _fill(self) -> bool:
         """Pull more data; False at the end of the body."""
+        self._check_size()
         if self._eof:
             if self._disconnected:
                 raise ClientDisconnected("client disconnected while the request body was being read")
@@ -59,23 +74,31 @@ class InputStream:
 
     # -- the WSGI input API --------------------------------------------------------------
 
+    def _check_size(self) -> None:
+        if self._limit is not None and self._received > self._limit:
+            raise RequestTooLarge(f"request body over --max-body-size ({self._limit} bytes)")
+
     def read(self, size: int | None = -1) -> bytes:
+        self._check_size()
         buf = self._buf
         if size is None or size < 0:
             while not self._eof:
                 self._fill()
             if self._disconnected:
                 self._fill()
+            self._check_size()
             data = bytes(buf)
             buf.clear()
             return data
         while len(buf) < size and self._fill():
             pass
+        self._check_size()
         data = bytes(buf[:size])
         del buf[:size]
         return data
 
     def readline(self, size: int | None = -1) -> bytes:
+        self._check_size()
         buf = self._buf
         start = 0
         while True:

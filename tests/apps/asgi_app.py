@@ -117,11 +117,11 @@ async def app(scope, receive, send):
     elif path == "/cookies":
         await _respond(send, 200, b"ok", [(b"set-cookie", b"a=1; Path=/"), (b"set-cookie", b"b=2; Path=/")])
     elif path == "/disconnect":
+        # No response yet: nginx is waiting for the header and watches the client, so a
+        # client that gives up makes nginx close the FastCGI connection at once.
         marker = query["marker"]
-        await send(
-            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
-        )
-        await send({"type": "http.response.body", "body": b"waiting", "more_body": True})
+        with open(marker + ".started", "w") as f:
+            f.write("started")
         msg = await asyncio.wait_for(receive(), 30)
         while msg["type"] == "http.request":  # the (empty) body comes first
             msg = await asyncio.wait_for(receive(), 30)

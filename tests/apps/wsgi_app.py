@@ -47,7 +47,13 @@ def app(environ, start_response):
         )
         return [body]
     if path == "/echo-lines":
-        lines = list(environ["wsgi.input"])
+        stream, size = environ["wsgi.input"], int(query.get("size", "-1"))
+        if "readlines" in query:
+            lines = stream.readlines()
+        elif size > 0:
+            lines = list(iter(lambda: stream.readline(size), b""))
+        else:
+            lines = list(stream)
         start_response("200 OK", text)
         return [json.dumps([len(x) for x in lines]).encode()]
     if path == "/echo-chunks":
@@ -62,11 +68,12 @@ def app(environ, start_response):
             total += len(data)
         start_response("200 OK", text)
         return [f"{total} {h.hexdigest()}".encode()]
-    if path == "/environ":
+    if path == "/environ" or path.startswith("/environ/") or "dump-environ" in query:
         keys = {k: v for k, v in environ.items() if isinstance(v, str)}
         keys["wsgi.multithread"] = environ["wsgi.multithread"]
         keys["wsgi.multiprocess"] = environ["wsgi.multiprocess"]
         keys["wsgi.run_once"] = environ["wsgi.run_once"]
+        keys["wsgi.input_terminated"] = environ.get("wsgi.input_terminated", False)
         keys["wsgi.version"] = list(environ["wsgi.version"])
         keys["pid"] = os.getpid()
         start_response("200 OK", [("Content-Type", "application/json")])
@@ -136,9 +143,38 @@ def app(environ, start_response):
     if path == "/sleep":
         import time
 
+        if query.get("marker"):  # tells a test that the request is in flight
+            with open(query["marker"], "w") as f:
+                f.write("started")
         time.sleep(float(query.get("s", "1")))
         start_response("200 OK", text)
         return [b"slept"]
+    if path == "/slow-stream":
+        # n chunks, s seconds apart; close() writes how many chunks were produced.
+        import time
+
+        produced = []
+        n, pause, marker = int(query.get("n", "40")), float(query.get("s", "0.05")), query.get("marker")
+
+        def slow():
+            for i in range(n):
+                produced.append(i)
+                yield b"%06d\n" % i
+                time.sleep(pause)
+
+        class Counted(ClosingBody):
+            def close(self):
+                self.chunks.close()
+                if self.marker:
+                    with open(self.marker + ".tmp", "w") as f:
+                        f.write(f"closed after {len(produced)} of {n}")
+                    os.replace(self.marker + ".tmp", self.marker)
+
+        start_response("200 OK", text)
+        return Counted(slow(), marker)
+    if path == "/bad-header-stream":
+        start_response("200 OK", [("X-Evil", "a\r\nSet-Cookie: pwned=1")])
+        return (b"x" * 1024 for _ in range(int(query.get("n", "50"))))
     if path == "/pid":
         start_response("200 OK", text)
         return [str(os.getpid()).encode()]
