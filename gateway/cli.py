@@ -175,6 +175,50 @@ SERVE_OPTIONS: tuple[Opt, ...] = (
 )  # fmt: skip
 
 
+def _file_key_map() -> dict[str, str]:
+    """Config-file key (an option's long name, dashes or underscores) -> parameter name."""
+    keys = {"app": "app"}
+    for opt in SERVE_OPTIONS:
+        long = next(d for d in opt.decls if d.startswith("--"))[2:]
+        keys[long] = keys[long.replace("-", "_")] = opt.field
+    return keys
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """A TOML file's settings as click defaults (ConfigError naming any unknown key).
+
+    The keys are the long option names (``workers = 4``, ``max-body-size = "10M"``,
+    ``bind = ["unix:/run/app.sock"]``, ``app = "mysite.wsgi:application"``); a
+    ``[fcgi-gateway]`` table may hold them instead of the top level.
+    """
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML in {path}: {exc}") from None
+    data = data.get("fcgi-gateway", data)
+    keys = _file_key_map()
+    unknown = sorted(k for k in data if k not in keys)
+    if unknown:
+        raise ConfigError(f"unknown key(s) in {path}: {', '.join(unknown)}")
+    return {keys[k]: v for k, v in data.items()}
+
+
+def _use_config_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    # Eager: runs before the other options are resolved, so the file's values become their
+    # defaults (precedence: command line > environment > file > built-in defaults).
+    if value:
+        try:
+            ctx.default_map = {**(ctx.default_map or {}), **load_config_file(value)}
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    return value
+
+
 def _add_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for opt in reversed(SERVE_OPTIONS):
         long = next(d for d in opt.decls if d.startswith("--"))
@@ -184,12 +228,17 @@ def _add_options(command: Callable[..., Any]) -> Callable[..., Any]:
             show_default=not opt.kwargs.get("is_flag") and opt.kwargs.get("default") not in (None, ""),
             **opt.kwargs,
         )(command)  # fmt: skip
-    return command
+    return click.option(
+        "--config", "config_file", type=click.Path(dir_okay=False), is_eager=True, expose_value=True,
+        callback=_use_config_file, envvar="FCGI_GATEWAY_CONFIG", show_envvar=True,
+        help="TOML file with the same keys as the long options (CLI > environment > file > defaults).",
+    )(command)  # fmt: skip
 
 
 def config_from_options(app: str, values: dict[str, Any]) -> Config:
     """The one place options become a Config (ConfigError on invalid combinations)."""
     fields = dict(values)
+    fields.pop("config_file", None)
     allow_ww = fields.pop("allow_world_writable", False)
     fields["binds"] = tuple(fields.get("binds") or ()) or ("127.0.0.1:9000",)
     fields["reload_dirs"] = tuple(fields.get("reload_dirs") or ())
@@ -234,11 +283,13 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("app", envvar="FCGI_GATEWAY_APP")
+@click.argument("app", envvar="FCGI_GATEWAY_APP", required=False)
 @_add_options
 def serve(app: str, **values: Any) -> None:
     """Serve APP (module:attribute) over FastCGI."""
     configure(values["log_level"], slow_log=values["slow_log"])
+    if not app:
+        raise click.UsageError("missing APP (module:attribute), on the command line or as `app` in --config")
     try:
         config = config_from_options(app, values)
     except ConfigError as exc:
