@@ -41,6 +41,7 @@ from .asgi.lifespan import LifespanError
 from .codewatch import SourceWatcher
 from .config import Config
 from .errors import AppLoadError, HaltServer
+from .log import reopen_files
 from .scoreboard import STATE_RUNNING, Scoreboard
 from .status_server import StatusServer
 
@@ -525,6 +526,7 @@ class Arbiter:
     handle_sigusr2 = handle_sighup
 
     def handle_sigusr1(self) -> None:
+        reopen_files()
         for w in list(self.workers.values()):
             self._signal(w, signal.SIGUSR1)
 

@@ -22,7 +22,7 @@ from .asgi.lifespan import LifespanError
 from .config import INTERFACES, LIFESPAN_MODES, LOOPS, WORKER_KINDS, Config, parse_duration, parse_size
 from .errors import AppLoadError, BindError, ConfigError, GatewayError, HaltServer
 from .isolation.setup import checker_names, parse_policies
-from .log import LEVELS, configure
+from .log import LEVELS, check_access_format, configure
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -170,6 +170,15 @@ SERVE_OPTIONS: tuple[Opt, ...] = (
     # process and logging
     _o("--pid", field="pid_file", type=click.Path(dir_okay=False), default=None,
        help="Write the master's pid to this file."),
+    _o("--error-log", field="error_log", default=None,
+       help="Error log file (default: stderr; - for stdout)."),
+    _o("--access-log", field="access_log", default=None,
+       help="Access log file, or - for stdout (default: off)."),
+    _o("--access-log-format", field="access_log_format", default=None,
+       help="%-format over remote_addr, time, method, uri, protocol, status, bytes, duration_ms, "
+            "request_id, pid."),
+    _o("--log-config", field="log_config", type=click.Path(dir_okay=False, exists=True), default=None,
+       help="logging.config.dictConfig file (JSON, or TOML by extension) applied after the defaults."),
     _o("--log-level", field="log_level", type=click.Choice(LEVELS), default="info", help="Error log level."),
     _o("--debug", field="debug", is_flag=True, help="Show tracebacks in 500 responses (development only)."),
 )  # fmt: skip
@@ -247,6 +256,8 @@ def config_from_options(app: str, values: dict[str, Any]) -> Config:
     fields["isolation_policies"] = tuple(fields.get("isolation_policies") or ())
     parse_policies(fields["isolation_policies"])  # ConfigError early, in the master
     checker_names(fields.get("isolation_checkers") or "auto")
+    if fields.get("access_log_format"):
+        check_access_format(fields["access_log_format"])
     fields["root_path"] = (fields.get("root_path") or "").rstrip("/")
     return Config(app=app, extra={"allow_world_writable_socket": allow_ww}, **fields)
 
@@ -287,7 +298,13 @@ def main() -> None:
 @_add_options
 def serve(app: str, **values: Any) -> None:
     """Serve APP (module:attribute) over FastCGI."""
-    configure(values["log_level"], slow_log=values["slow_log"])
+    configure(
+        values["log_level"],
+        slow_log=values["slow_log"],
+        error_log=values["error_log"],
+        access_log=values["access_log"],
+        log_config=values["log_config"],
+    )
     if not app:
         raise click.UsageError("missing APP (module:attribute), on the command line or as `app` in --config")
     try:
@@ -325,3 +342,6 @@ def run_server(config: Config) -> int:
     except KeyboardInterrupt:
         return EXIT_OK
     return EXIT_OK
+
+
+from . import cli_tools  # noqa: E402,F401 - registers ping, request and check

@@ -82,6 +82,10 @@ class Config:
     lifespan: str = "auto"
     loop: str = "auto"
     log_level: str = "info"
+    error_log: str | None = None
+    access_log: str | None = None
+    access_log_format: str | None = None
+    log_config: str | None = None
     debug: bool = False
     graceful_timeout_s: float = 30.0
     workers: int = 1

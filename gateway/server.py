@@ -17,6 +17,7 @@ from .config import Config
 from .errors import ConfigError
 from .isolation.setup import build_layer, parse_policies
 from .loading import as_asgi3, load_app, resolve_interface
+from .log import DEFAULT_ACCESS_FORMAT, AccessLog
 from .scoreboard import Scoreboard, WorkerSlot
 from .sockets import cleanup_unix_sockets, create_sockets
 from .status import StatusPages
@@ -139,6 +140,8 @@ def run(config: Config) -> None:
         worker = make_worker(config, app, kind, sockets, control, worker_pages, worker_slot)
         worker.isolation = layer if layer.enabled else None
         worker.interface = interface
+        if logging.getLogger("gateway.access").handlers:
+            worker.access = AccessLog(config.access_log_format or DEFAULT_ACCESS_FORMAT)
         worker.run()
 
     if config.pid_file:

@@ -128,7 +128,7 @@ def test_default_command_and_explicit_serve_both_serve(spawn, sock_dir):
 def test_missing_app_argument_is_a_usage_error():
     status, out = run_cli()
     assert status == EXIT_CONFIG
-    assert "Missing argument 'APP'" in out
+    assert "missing APP" in out
 
 
 # -- loading the application ---------------------------------------------------------------------

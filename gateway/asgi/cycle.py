@@ -55,8 +55,10 @@ class ASGICycle:
         "request_sent",
         "rid",
         "scope",
+        "sent",
         "started",
         "status",
+        "t0",
         "timers",
         "waiter",
     )
@@ -77,6 +79,8 @@ class ASGICycle:
         self.head: bytes | None = None
         self.status = 0
         self.received = 0
+        self.sent = 0
+        self.t0 = 0.0
         self.timers: list[asyncio.TimerHandle] | None = None
         #: when a list, output is held here until the isolation checks ran ("fail" policy)
         self.buffer: list[bytes] | None = None
@@ -139,6 +143,7 @@ class ASGICycle:
             if self.disconnected:
                 return
             body = message.get("body", b"")
+            self.sent += len(body)
             head = self.head
             if head is not None:
                 self.head = None

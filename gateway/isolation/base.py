@@ -2,24 +2,39 @@
 
 Strategy
 --------
-A ``Checker`` has three hooks: ``after_load(app)`` (once per worker, after the app is
+A ``Checker`` has up to five hooks: ``after_load(app)`` (once per worker, after the app is
 loaded: take snapshots, install event listeners), ``before_request(info)`` and
-``after_request(info)`` returning findings. ``IsolationLayer.after_request`` runs every
-checker, then applies the policy of each finding's kind:
+``after_request(info)`` (in the worker, around each request; ``after_request`` returns
+findings), and ``thread_enter(info)``/``thread_exit(info)`` (in *the thread that ran the
+app*, just before it and right after its response was closed). The thread hooks exist for
+per-thread state — thread-locals, Django's per-thread connections, SQLAlchemy's
+thread-scoped sessions — which only that thread can see or safely undo:
+
+- sync worker: the worker's own thread (or its ``--threads`` pool thread) runs both;
+- WSGI on the async worker: the bridge (``gateway.wsgi.bridge``) runs them in a2wsgi's
+  pool thread, via ``enter_app_thread``/``exit_app_thread``; the request's (layer, info)
+  reaches that thread in a contextvar (a2wsgi copies the request's Context);
+- ASGI: the event loop thread, in ``before_request``/``after_request``.
+
+``IsolationLayer.after_request`` gathers the thread findings and its checkers' own, then
+applies the policy of each finding's kind:
 
 - ``log``: one warning line with the request's method, path and id;
-- ``repair``: the checker is asked to undo what it found (``checker.repair(finding)``);
-  what cannot be undone safely is reported as not repaired;
+- ``repair``: the checker is asked to undo what it found (``checker.repair(finding)``) —
+  for thread findings right away, in the thread that owns the state; what cannot be
+  undone safely is reported as not repaired;
 - ``recycle``: the worker finishes the response and asks the master for a graceful
   replacement (``WorkerControl.request_recycle("leak")``);
 - ``fail``: the worker turns the (buffered) response into a 500 naming the leak.
 
-Findings are counted per kind in the worker and reported to the master for the status
-page. A checker that raises is logged and disabled, never allowed to break requests.
+Only the hooks a checker overrides are called, so an idle hook costs nothing. Findings are
+counted per kind in the worker and reported to the master for the status page. A checker
+that raises is logged and disabled, never allowed to break requests.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -29,11 +44,15 @@ from typing import Any
 logger = logging.getLogger("gateway.isolation")
 
 POLICIES = ("log", "repair", "recycle", "fail")
+_HOOKS = ("before_request", "after_request", "thread_enter", "thread_exit")
+#: key of ``RequestInfo.extra`` holding (checker, finding, repaired) from the thread hooks
+_THREAD_FINDINGS = "isolation.thread_findings"
 
 
 @dataclass(frozen=True)
 class Finding:
-    """Something a request left behind. ``kind`` selects the policy (e.g. "global-rebound")."""
+    """Something a request left behind. ``kind`` selects the policy (e.g. "global-rebound").
+    ``details`` keys starting with ``_`` are for the checker's own ``repair``."""
 
     kind: str
     message: str
@@ -69,12 +88,24 @@ class Checker:
     def after_request(self, info: RequestInfo) -> list[Finding]:
         return []
 
+    def thread_enter(self, info: RequestInfo) -> None:
+        """In the thread about to run the app for this request."""
+        return None
+
+    def thread_exit(self, info: RequestInfo) -> list[Finding]:
+        """In the thread that ran the app, after its response was closed; ``repair`` of
+        these findings runs in this thread too."""
+        return []
+
     def repair(self, finding: Finding) -> bool:
         """Undo what ``finding`` reports; True when it was undone."""
         return False
 
 
 _registered: list[Callable[[], Checker]] = []
+_current: contextvars.ContextVar[tuple[IsolationLayer, RequestInfo] | None] = contextvars.ContextVar(
+    "gateway_isolation_current", default=None
+)
 
 
 def register_checker(factory: Callable[[], Checker]) -> Callable[[], Checker]:
@@ -87,8 +118,44 @@ def registered_checkers() -> list[Callable[[], Checker]]:
     return list(_registered)
 
 
+def current_request() -> RequestInfo | None:
+    """The request being served in this context (async worker: the request's task and the
+    threads it hands work to with a copied Context); None on the sync worker, whose thread
+    hooks run in the request's own thread."""
+    cur = _current.get()
+    return cur[1] if cur is not None else None
+
+
+def current_layer() -> tuple[IsolationLayer, RequestInfo] | None:
+    return _current.get()
+
+
+def enter_app_thread() -> tuple[IsolationLayer, RequestInfo] | None:
+    """Called by the WSGI bridge in its pool thread before the app runs; pass the result
+    to ``exit_app_thread`` once the response is closed."""
+    cur = _current.get()
+    if cur is not None and cur[0]._threaded:
+        cur[0].thread_enter(cur[1])
+        return cur
+    return None
+
+
+def exit_app_thread(token: tuple[IsolationLayer, RequestInfo] | None) -> None:
+    if token is not None:
+        token[0].thread_exit(token[1])
+
+
+def _overrides(checker: Checker, hook: str) -> bool:
+    return getattr(type(checker), hook) is not getattr(Checker, hook)
+
+
 class IsolationLayer:
     """Runs the checkers around each request and applies the policies."""
+
+    _before_request: list[Checker]
+    _after_request: list[Checker]
+    _thread_enter: list[Checker]
+    _thread_exit: list[Checker]
 
     def __init__(
         self,
@@ -104,20 +171,31 @@ class IsolationLayer:
         self.on_recycle = on_recycle
         self.on_finding = on_finding
         self.counts: Counter[str] = Counter()
-        self.enabled = bool(self.checkers)
+        self._index()
         #: A "fail" policy needs the response held back until the checks have run.
         self.buffering = self.enabled and ("fail" in self.policies.values() or default_policy == "fail")
 
+    def _index(self) -> None:
+        """Per hook, the checkers that override it (lists are replaced, never mutated, so
+        a thread iterating the old one is unaffected)."""
+        for hook in _HOOKS:
+            setattr(self, "_" + hook, [c for c in self.checkers if _overrides(c, hook)])
+        self._threaded = bool(self._thread_enter or self._thread_exit)
+        self.enabled = bool(self.checkers)
+
     def policy_for(self, kind: str) -> str:
         return self.policies.get(kind, self.default_policy)
+
+    def _disable(self, checker: Checker, hook: str) -> None:
+        logger.exception("isolation checker %s failed in %s; disabling it", checker.name, hook)
+        self.checkers = [c for c in self.checkers if c is not checker]
+        self._index()
 
     def _guard(self, checker: Checker, hook: str, fn: Callable[[], Any]) -> Any:
         try:
             return fn()
         except Exception:
-            logger.exception("isolation checker %s failed in %s; disabling it", checker.name, hook)
-            self.checkers.remove(checker)
-            self.enabled = bool(self.checkers)
+            self._disable(checker, hook)
             return None
 
     def after_load(self, app: Any) -> None:
@@ -127,38 +205,83 @@ class IsolationLayer:
                 self._count(finding.kind)
 
     def before_request(self, info: RequestInfo) -> None:
-        for checker in list(self.checkers):
-            self._guard(checker, "before_request", lambda c=checker: c.before_request(info))
+        if self._threaded:
+            if info.worker == "async":
+                _current.set((self, info))  # the request task's own Context
+            if info.worker == "sync" or info.interface == "asgi":
+                self.thread_enter(info)  # the app runs on this thread
+        for checker in self._before_request:
+            try:
+                checker.before_request(info)
+            except Exception:
+                self._disable(checker, "before_request")
+
+    def thread_enter(self, info: RequestInfo) -> None:
+        for checker in self._thread_enter:
+            try:
+                checker.thread_enter(info)
+            except Exception:
+                self._disable(checker, "thread_enter")
+
+    def thread_exit(self, info: RequestInfo) -> None:
+        for checker in self._thread_exit:
+            try:
+                findings = checker.thread_exit(info)
+            except Exception:
+                self._disable(checker, "thread_exit")
+                continue
+            if findings:
+                self.report(checker, findings, info)
+
+    def report(self, checker: Checker, findings: list[Finding], info: RequestInfo) -> None:
+        """Findings made in the thread that owns the state (thread hooks, or a checker's
+        own callback such as a Django signal): ``repair`` runs now, in this thread; logging,
+        counting and the other policies follow in ``after_request``."""
+        out = info.extra.setdefault(_THREAD_FINDINGS, [])
+        for finding in findings:
+            repaired = None
+            if self.policy_for(finding.kind) == "repair":
+                repaired = bool(self._guard(checker, "repair", lambda c=checker, f=finding: c.repair(f)))
+            out.append((checker, finding, repaired))
 
     def after_request(self, info: RequestInfo) -> list[Finding]:
         """Run the checks and apply the policies; returns the findings whose policy is
         ``fail`` (the caller turns the response into a 500)."""
+        if self._threaded and (info.worker == "sync" or info.interface == "asgi"):
+            self.thread_exit(info)
+        results: list[tuple[Checker, Finding, bool | None]] = info.extra.pop(_THREAD_FINDINGS, None) or []
+        for checker in self._after_request:
+            try:
+                findings = checker.after_request(info)
+            except Exception:
+                self._disable(checker, "after_request")
+                continue
+            results += [(checker, f, None) for f in findings]
+        if not results:
+            return []
         failing: list[Finding] = []
         recycle = False
-        for checker in list(self.checkers):
-            findings = self._guard(checker, "after_request", lambda c=checker: c.after_request(info)) or ()
-            for finding in findings:
-                policy = self.policy_for(finding.kind)
-                self._count(finding.kind)
-                repaired = False
-                if policy == "repair":
-                    repaired = bool(self._guard(checker, "repair", lambda c=checker, f=finding: c.repair(f)))
-                elif policy == "recycle":
-                    recycle = True
-                elif policy == "fail":
-                    failing.append(finding)
-                logger.warning(
-                    "isolation: %s [%s] after %s %s (request %s)%s",
-                    finding.message,
-                    finding.kind,
-                    info.method,
-                    info.path,
-                    info.request_id,
-                    {
-                        "repair": " - repaired" if repaired else " - could not repair",
-                        "recycle": " - recycling",
-                    }.get(policy, ""),
-                )
+        for checker, finding, repaired in results:
+            policy = self.policy_for(finding.kind)
+            self._count(finding.kind)
+            if policy == "repair" and repaired is None:
+                repaired = bool(self._guard(checker, "repair", lambda c=checker, f=finding: c.repair(f)))
+            elif policy == "recycle":
+                recycle = True
+            elif policy == "fail":
+                failing.append(finding)
+            logger.warning(
+                "isolation: %s [%s] after %s %s (request %s)%s",
+                finding.message,
+                finding.kind,
+                info.method,
+                info.path,
+                info.request_id,
+                {
+                    "repair": " - repaired" if repaired else " - could not repair",
+                    "recycle": " - recycling",
+                }.get(policy, ""),
+            )
         if recycle and self.on_recycle is not None:
             self.on_recycle("leak")
         return failing

@@ -21,12 +21,18 @@ from .base import POLICIES, Checker, IsolationLayer, registered_checkers
 
 #: name -> (module, class); imported only when used
 BUILTIN: dict[str, tuple[str, str]] = {
+    "globals": ("gateway.isolation.globals", "GlobalsChecker"),
+    "threadlocals": ("gateway.isolation.threadlocals", "ThreadLocalChecker"),
     "tasks": ("gateway.isolation.tasks", "AsyncTaskChecker"),
+    "django": ("gateway.isolation.django", "DjangoChecker"),
+    "sqlalchemy": ("gateway.isolation.sqlalchemy", "SQLAlchemyChecker"),
     "memory": ("gateway.isolation.memory", "MemoryChecker"),
 }
 #: ``auto``: cheap and always meaningful, plus the framework checkers when in use
-AUTO = ("tasks", "memory")
-AUTO_IF_IMPORTED: dict[str, str] = {}  # django/sqlalchemy join once their checkers exist
+#: (threadlocals is opt-in: it resets state, which an app may not expect)
+AUTO = ("globals", "tasks", "memory")
+#: module that must be imported (by the app) -> checker
+AUTO_IF_IMPORTED: dict[str, str] = {"django": "django", "sqlalchemy": "sqlalchemy"}
 
 
 def parse_policies(items: tuple[str, ...]) -> dict[str, str]:

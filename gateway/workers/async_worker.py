@@ -33,6 +33,7 @@ from ..asgi.cycle import ASGICycle
 from ..asgi.lifespan import Lifespan
 from ..asgi.scope import build_scope
 from ..config import Config
+from ..log import AccessLog, reopen_files
 from ..protocol import (
     ConnectionClosed,
     FastCGIConnection,
@@ -276,6 +277,7 @@ class AsyncWorker:
         self.pages = pages
         self.slot = slot
         self.isolation: Any = None
+        self.access: AccessLog | None = None
         self.interface = "asgi"
         self.control = control or WorkerControl()
         self.config = config
@@ -326,6 +328,7 @@ class AsyncWorker:
         self._stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             self.loop.add_signal_handler(sig, self._on_signal, sig)
+        self.loop.add_signal_handler(signal.SIGUSR1, reopen_files)
         lifespan = Lifespan(self.app, self.config.lifespan)
         await lifespan.startup()
         if lifespan.supported:
@@ -378,6 +381,8 @@ class AsyncWorker:
         return FastCGIProtocol(self)
 
     def start_cycle(self, cycle: ASGICycle) -> None:
+        if self.access is not None:
+            cycle.t0 = time.monotonic()
         task = self.loop.create_task(cycle.run(self.app), context=self._baseline.copy())  # type: ignore[union-attr]
         self.tasks.add(task)
         cfg = self.config
@@ -404,6 +409,19 @@ class AsyncWorker:
 
     def request_done(self, cycle: ASGICycle) -> None:
         self.requests_served += 1
+        if self.access is not None:
+            scope = cycle.scope
+            qs = scope["query_string"]
+            self.access.log(
+                scope["client"][0] if scope["client"] else "",
+                scope["method"],
+                scope["path"] + ("?" + qs.decode("latin-1") if qs else ""),
+                "HTTP/" + scope["http_version"],
+                cycle.status,
+                cycle.sent,
+                time.monotonic() - cycle.t0,
+                f"{os.getpid()}-{cycle.proto.serial}-{cycle.rid}",
+            )
         if self.slot is not None:
             self.slot.finish(still_busy=len(self.tasks) > 1)
         if cycle.timers:

@@ -34,6 +34,7 @@ from typing import Any
 
 from ..config import Config
 from ..isolation.base import IsolationLayer, RequestInfo, describe_failure
+from ..log import AccessLog, reopen_files
 from ..protocol import (
     ConnectionClosed,
     FastCGIConnection,
@@ -110,6 +111,8 @@ class SyncWorker:
         self.pages = pages
         self.slot = slot
         self.isolation: IsolationLayer | None = None
+        self.access: AccessLog | None = None
+        self._reopen = False
         self.config = config
         self.app = app
         self.sockets = sockets
@@ -142,12 +145,15 @@ class SyncWorker:
     # -- signals -----------------------------------------------------------------------
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        self.signal_received = signum  # recorded only; the loop acts
+        if signum == signal.SIGUSR1:
+            self._reopen = True  # recorded only; the loop reopens the log files
+        else:
+            self.signal_received = signum  # recorded only; the loop acts
 
     def _install_signals(self) -> tuple[int, int]:
         rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1):
             signal.signal(sig, self._on_signal)
         return rfd, wfd
 
@@ -201,6 +207,9 @@ class SyncWorker:
                         if conn is not None:
                             self._readable(conn)
                 control.beat()
+                if self._reopen:
+                    self._reopen = False
+                    reopen_files()
                 now = time.monotonic()
                 if now - last_sweep >= 1.0:
                     last_sweep = now
@@ -405,6 +414,9 @@ class SyncWorker:
             conn.input = None
             return
         responder = WSGIResponder(conn.codec, req.request_id, conn.sock, environ, self.config.debug)
+        access = self.access
+        if access is not None:
+            t0 = time.monotonic()
         slot = self.slot
         if slot is not None:
             slot.start(
@@ -443,6 +455,17 @@ class SyncWorker:
                 self._send_or_drop(conn, b"".join(held))
         if slot is not None:
             slot.finish()
+        if access is not None:
+            access.log(
+                environ.get("REMOTE_ADDR", ""),
+                environ["REQUEST_METHOD"],
+                environ.get("REQUEST_URI") or environ.get("PATH_INFO", ""),
+                environ.get("SERVER_PROTOCOL", ""),
+                responder.code,
+                responder.body_bytes,
+                time.monotonic() - t0,
+                environ.get("HTTP_X_REQUEST_ID", "-"),
+            )
         conn.input = None
         conn.served += 1
         conn.idle_since = time.monotonic()

@@ -26,6 +26,11 @@ tests/integration/test_wsgi_nginx.py):
 - **client gone**: the ASGI cycle drops sends after a disconnect, so a2wsgi iterated a
   streaming response to its end for nobody; ``_Response`` stops and the app's ``close()``
   runs at once.
+- **isolation**: per-thread state (thread-locals, Django connections, SQLAlchemy's
+  thread-scoped sessions) lives in the pool thread that ran the request, so the isolation
+  layer's thread hooks run there: ``enter_app_thread`` before the app, ``exit_app_thread``
+  once ``close()`` returned (a2wsgi calls it in that thread after queueing the last body
+  bytes, so the client does not wait for the checks).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from urllib.parse import quote_from_bytes
 
 from a2wsgi import WSGIMiddleware
 
+from ..isolation.base import enter_app_thread, exit_app_thread
 from ..response import wsgi_header_block
 from .environ import build_environ
 from .streams import ClientDisconnected, ErrorStream, FileWrapper, InputStream
@@ -72,7 +78,7 @@ def _input(body: Any) -> Any:
 class _Response:
     """start_response, write() and the body iterable between the app and a2wsgi."""
 
-    __slots__ = ("_a2_start", "_a2_write", "_gone", "_head", "_result", "_sent", "environ")
+    __slots__ = ("_a2_start", "_a2_write", "_gone", "_head", "_isolation", "_result", "_sent", "environ")
 
     def __init__(self, a2_start: Callable[..., Any], gone: Callable[[], bool], environ: dict) -> None:
         self._a2_start = a2_start
@@ -81,6 +87,7 @@ class _Response:
         self._head: tuple[str, list[tuple[str, str]]] | None = None
         self._sent = False
         self._result: Any = None
+        self._isolation: Any = None
         self.environ = environ
 
     def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -136,9 +143,13 @@ class _Response:
         self._send_head()
 
     def close(self) -> None:
-        close = getattr(self._result, "close", None)
-        if close is not None:
-            close()
+        try:
+            close = getattr(self._result, "close", None)
+            if close is not None:
+                close()
+        finally:
+            token, self._isolation = self._isolation, None
+            exit_app_thread(token)
 
 
 def _never() -> bool:
@@ -164,11 +175,15 @@ def _reinject(app: Any, multiprocess: bool = True) -> Any:
         environ["wsgi.multiprocess"] = multiprocess  # a2wsgi always says True
         environ.setdefault("wsgi.file_wrapper", FileWrapper)
         response = _Response(start_response, gone, environ)
+        response._isolation = token = enter_app_thread()
         try:
             response._result = app(environ, response.start_response)
         except ClientDisconnected as exc:
             response.disconnected(exc)
             response._result = ()
+        except BaseException:
+            exit_app_thread(token)  # a2wsgi gets no iterable, so no close()
+            raise
         return response
 
     return with_fastcgi_params
@@ -192,4 +207,5 @@ def bridge_wsgi(app: Any, *, threads: int = 10, multiprocess: bool = True) -> An
                 scope = {**scope, "query_string": quote_from_bytes(query, safe="/?:@&=+$,;%").encode()}
         await middleware(scope, receive, send)
 
+    bridged.gateway_wsgi_app = app  # type: ignore[attr-defined]  # for checkers: "WSGI, bridged"
     return bridged

@@ -34,7 +34,9 @@ class ClientGone(Exception):
 
 class WSGIResponder:
     __slots__ = (
+        "body_bytes",
         "buffer",
+        "code",
         "codec",
         "debug",
         "environ",
@@ -59,6 +61,8 @@ class WSGIResponder:
         self.head: bytes | None = None
         self.headers_sent = False
         self.timed_out = False
+        self.code = 0
+        self.body_bytes = 0
         #: when a list, output is held here instead of sent (isolation "fail" policy)
         self.buffer: list[bytes] | None = None
         # Held while encoding + sending, so the watchdog's 504 never interleaves with output.
@@ -113,11 +117,13 @@ class WSGIResponder:
             raise AssertionError("start_response() called twice without exc_info")
         self.head = wsgi_header_block(status, headers)
         self.status = status
+        self.code = int(status[:3])
         return self.write
 
     def write(self, data: bytes) -> None:
         if self.head is None:
             raise AssertionError("write() called before start_response()")
+        self.body_bytes += len(data)
         if not self.headers_sent:
             data = self.head + data
             self.headers_sent = True
@@ -127,6 +133,7 @@ class WSGIResponder:
     def _finish(self, body: bytes = b"") -> None:
         if self.head is None:
             raise AssertionError("the application returned without calling start_response()")
+        self.body_bytes += len(body)
         if not self.headers_sent:
             body = self.head + body
             self.headers_sent = True
@@ -204,6 +211,8 @@ class WSGIResponder:
                     logger.exception("exception in the close() of the WSGI response for %s", self.describe())
 
     def _fail(self, detail: str | None, status: int = 500) -> bool:
+        if not self.headers_sent:
+            self.code = status
         try:
             if self.headers_sent:
                 self._emit(self.codec.end_request, 1)

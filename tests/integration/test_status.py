@@ -65,7 +65,9 @@ def status_served(request, served, sock_dir):
         f"unix:{status_sock}",
         locations={
             "/": "",
-            "= /fpm-status": f"fastcgi_pass unix:{status_sock};\nfastcgi_param REQUEST_URI /status$is_args$args;",
+            "= /fpm-status": (
+                f"fastcgi_pass unix:{status_sock};\nfastcgi_param REQUEST_URI /status$is_args$args;"
+            ),
         },
     )
     s.kind = request.param
@@ -128,7 +130,9 @@ def test_full_lists_each_worker(status_served):
 
 def test_status_answers_within_100ms_while_all_workers_are_busy(status_served):
     s = status_served
-    stuck = [threading.Thread(target=s.get, args=("/sleep?s=3",)) for _ in range(2 if s.kind == "sync" else 4)]
+    stuck = [
+        threading.Thread(target=s.get, args=("/sleep?s=3",)) for _ in range(2 if s.kind == "sync" else 4)
+    ]
     for t in stuck:
         t.start()
     time.sleep(0.6)

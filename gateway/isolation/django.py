@@ -1,0 +1,213 @@
+"""Django checker: database connections a request left in a transaction, left open, or
+with a query log that grows outside the request cycle; ``CONN_MAX_AGE`` under ASGI.
+
+Strategy
+--------
+Django's connections are per thread (``connections`` is a thread-critical asgiref Local),
+so each check runs in the thread that served the request:
+
+- **WSGI** (sync worker, or the a2wsgi bridge's pool thread): ``thread_exit``, after the
+  response was closed — i.e. after Django's ``request_finished`` ran
+  ``close_old_connections``;
+- **ASGI** (Django's ``ASGIHandler`` runs each request's sync code in a thread of its own,
+  via asgiref): a ``request_finished`` receiver connected after Django's own, in that
+  thread, reporting to the request's layer (``IsolationLayer.report``).
+
+Findings, per initialised connection:
+
+- ``django-atomic-leak``: still ``in_atomic_block`` (an ``atomic()`` never exited) or out of
+  its configured autocommit mode. On a WSGI worker every later request of that thread then
+  fails ("Cannot operate on a closed database" once Django closed it mid-transaction).
+  ``repair``: roll back what is still open, reset the transaction state, close.
+- ``django-connection-open``: still open although it should be closed: ``CONN_MAX_AGE=0``
+  (an app that uses the ORM outside Django's handler never closes it), or any open
+  connection at the end of an ASGI request (its thread is discarded: the connection leaks
+  until garbage collection). ``repair``: close it.
+- ``django-query-log``: with ``DEBUG`` on, ``queries_log`` was not reset when the request
+  started (no ``request_started``: the ORM used outside Django's handler) and grew.
+  ``repair``: clear it.
+- ``django-conn-max-age`` (at load, ASGI only): ``CONN_MAX_AGE`` is not 0.
+
+Cost: a few µs per request (one look at each configured alias); nothing runs when Django
+is not imported.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any
+
+from .base import Checker, Finding, RequestInfo, current_layer
+
+
+def _serves_asgi(app: Any) -> bool:
+    if getattr(app, "gateway_wsgi_app", None) is not None:  # WSGI through the bridge
+        return False
+    from ..loading import detect_interface
+
+    try:
+        return detect_interface(app) != "wsgi"
+    except Exception:
+        return False
+
+
+def _reset(conn: Any) -> None:
+    """Roll back and forget an abandoned transaction, then close the connection."""
+    raw = conn.connection
+    if raw is not None and not conn.closed_in_transaction:
+        try:
+            raw.rollback()
+        except Exception:
+            pass
+    conn.in_atomic_block = False
+    conn.needs_rollback = False
+    conn.closed_in_transaction = False
+    conn.atomic_blocks = []
+    conn.savepoint_ids = []
+    conn.savepoint_state = 0
+    conn.commit_on_exit = True
+    conn.run_on_commit = []
+    try:
+        conn.close()
+    except Exception:
+        conn.connection = None
+
+
+class DjangoChecker(Checker):
+    name = "django"
+    kinds = ("django-atomic-leak", "django-connection-open", "django-query-log", "django-conn-max-age")
+
+    def __init__(self) -> None:
+        self.connections: Any = None
+        self.settings: Any = None
+        self.asgi = False
+        self._state = threading.local()
+
+    def after_load(self, app: Any) -> list[Finding]:
+        if "django" not in sys.modules:
+            return []
+        from django.conf import settings
+
+        if not settings.configured:
+            return []
+        from django.core.signals import request_finished
+        from django.db import connections
+
+        self.connections, self.settings = connections, settings
+        self.asgi = _serves_asgi(app)
+        if not self.asgi:
+            return []
+        request_finished.connect(self._finished, weak=False, dispatch_uid="fcgi-gateway-isolation")
+        findings = []
+        for alias in connections:
+            max_age = connections.settings[alias].get("CONN_MAX_AGE", 0)
+            if max_age != 0:
+                findings.append(
+                    Finding(
+                        "django-conn-max-age",
+                        f"database {alias!r} has CONN_MAX_AGE={max_age} under ASGI: Django opens a "
+                        "connection in a new thread for each request, so persistent connections are "
+                        "never reused and leak; use CONN_MAX_AGE=0 (or a pooler)",
+                        {"alias": alias, "conn_max_age": max_age},
+                        self.name,
+                    )
+                )
+        return findings
+
+    # -- WSGI: in the thread that ran the request ----------------------------------------
+
+    def thread_enter(self, info: RequestInfo) -> None:
+        if self.connections is None or self.asgi or not self.settings.DEBUG:
+            return
+        marks = []
+        for conn in self.connections.all(initialized_only=True):
+            log = conn.queries_log
+            marks.append((conn, len(log), log[0] if log else None))
+        self._state.marks = marks
+
+    def thread_exit(self, info: RequestInfo) -> list[Finding]:
+        if self.connections is None or self.asgi:
+            return []
+        findings = self._check(asgi=False)
+        marks = getattr(self._state, "marks", None)
+        if marks:
+            self._state.marks = None
+            findings += self._query_log(marks)
+        return findings
+
+    def _query_log(self, marks: list[tuple[Any, int, Any]]) -> list[Finding]:
+        findings = []
+        for conn, before, first in marks:
+            log = conn.queries_log
+            full = len(log) == log.maxlen
+            not_reset = bool(log) and (log[0] is first or (full and before == log.maxlen))
+            if before and not_reset and (len(log) > before or full):
+                findings.append(
+                    Finding(
+                        "django-query-log",
+                        f"query log of database {conn.alias!r} holds {len(log)} queries and is not reset "
+                        "between requests (ORM used outside Django's request cycle, DEBUG on)",
+                        {"alias": conn.alias, "queries": len(log), "_conn": conn},
+                        self.name,
+                    )
+                )
+        return findings
+
+    # -- ASGI: Django's request_finished, in the request's own thread --------------------
+
+    def _finished(self, sender: Any = None, **kwargs: Any) -> None:
+        cur = current_layer()
+        if cur is None or cur[1].interface != "asgi":
+            return
+        findings = self._check(asgi=True)
+        if findings:
+            cur[0].report(self, findings, cur[1])
+
+    # -- shared ---------------------------------------------------------------------------
+
+    def _check(self, asgi: bool) -> list[Finding]:
+        findings = []
+        for conn in self.connections.all(initialized_only=True):
+            autocommit = conn.settings_dict.get("AUTOCOMMIT", True)
+            is_open = conn.connection is not None and not conn.closed_in_transaction
+            if conn.in_atomic_block or (is_open and conn.autocommit != autocommit):
+                where = "an atomic() block" if conn.in_atomic_block else "a transaction (autocommit off)"
+                findings.append(
+                    Finding(
+                        "django-atomic-leak",
+                        f"database connection {conn.alias!r} left in {where} by the request "
+                        f"(thread {threading.current_thread().name})",
+                        {"alias": conn.alias, "_conn": conn},
+                        self.name,
+                    )
+                )
+            elif is_open and (asgi or conn.settings_dict.get("CONN_MAX_AGE", 0) == 0):
+                why = (
+                    "its ASGI request thread is discarded"
+                    if asgi
+                    else "CONN_MAX_AGE is 0 (ORM used outside Django's request cycle?)"
+                )
+                findings.append(
+                    Finding(
+                        "django-connection-open",
+                        f"database connection {conn.alias!r} still open after the request: {why}",
+                        {"alias": conn.alias, "_conn": conn},
+                        self.name,
+                    )
+                )
+        return findings
+
+    def repair(self, finding: Finding) -> bool:
+        conn = finding.details.get("_conn")
+        if conn is None:
+            return False
+        if finding.kind == "django-atomic-leak":
+            _reset(conn)
+        elif finding.kind == "django-connection-open":
+            conn.close()
+        elif finding.kind == "django-query-log":
+            conn.queries_log.clear()
+        else:
+            return False
+        return True
