@@ -78,6 +78,9 @@ class Checker:
 
     name = "checker"
     kinds: tuple[str, ...] = ()
+    #: set to False in ``after_load`` when there is nothing to watch (e.g. the library the
+    #: checker is about is not used): the layer then drops the checker
+    active = True
 
     def after_load(self, app: Any) -> list[Finding]:
         return []
@@ -203,6 +206,8 @@ class IsolationLayer:
             for finding in self._guard(checker, "after_load", lambda c=checker: c.after_load(app)) or ():
                 logger.warning("isolation: %s [%s]", finding.message, finding.kind)
                 self._count(finding.kind)
+        self.checkers = [c for c in self.checkers if c.active]
+        self._index()
 
     def before_request(self, info: RequestInfo) -> None:
         if self._threaded:

@@ -14,6 +14,9 @@ snapshotted: the list of its values, and for every container (list, dict, set, d
 bytearray) bound at module level, as an attribute of a class defined in the module or of
 an instance of such a class, its length. After each request the check is:
 
+The check runs in ``thread_exit`` (the thread that ran the request, right after its
+response was closed; serialised by a lock):
+
 - per module, ``len(namespace)`` and ``all(map(operator.is_, values, snapshot))``: a C loop,
   ~20 ns a name; only when it fails are the names compared one by one;
 - per tracked container, ``len()``.
@@ -28,7 +31,8 @@ Allowlist: ``FCGI_GATEWAY_ISOLATION_ALLOW`` — comma-separated ``module:name`` 
 container attribute) — plus ``__isolation_allow__ = ("name", ...)`` in a module.
 
 Concurrency: with several requests in flight (async worker, ``--threads``), a change made
-by one request may be reported after another.
+by one request may be reported after another, and a request that starts before the
+previous one's check ran can still see what it left (the check runs after the response).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import operator
 import os
 import sys
 import sysconfig
+import threading
 import types
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -189,10 +194,13 @@ class GlobalsChecker(Checker):
         #: label -> [object, last length, module, name]
         self.containers: dict[str, list[Any]] = {}
         self.nmods = 0
+        self._lock = threading.Lock()  # thread_exit runs in several bridge threads
 
     def after_load(self, app: Any) -> list[Finding]:
         if self.warmup <= 0:
             self._snapshot()
+        else:
+            app_modules()  # the verdicts cached now: the snapshot after warm-up is quick
         return []
 
     def _snapshot(self) -> None:
@@ -216,7 +224,13 @@ class GlobalsChecker(Checker):
                 self.containers[f"{modname}:{label}"] = [value, len(value), modname, name]
         self.modules += [_Module(n, m, watched[n]) for n, m in fresh]
 
-    def after_request(self, info: RequestInfo) -> list[Finding]:
+    def thread_exit(self, info: RequestInfo) -> list[Finding]:
+        # In the thread that ran the request, right after its response was closed: on the
+        # async worker this is earlier than after_request (the WSGI bridge's pool thread).
+        with self._lock:
+            return self._check()
+
+    def _check(self) -> list[Finding]:
         if not self.ready:
             self.seen += 1
             if self.seen >= self.warmup:
@@ -274,6 +288,10 @@ class GlobalsChecker(Checker):
         mod: _Module | None = finding.details.get("_module")
         if finding.kind != "global-rebound" or mod is None:
             return False
+        with self._lock:
+            return self._restore(mod, finding)
+
+    def _restore(self, mod: _Module, finding: Finding) -> bool:
         name = finding.details["name"]
         old = mod.baseline.get(name, _MISSING)
         if old is _MISSING:

@@ -61,7 +61,6 @@ class SQLAlchemyChecker(Checker):
     kinds = ("sqlalchemy-scoped-session", "sqlalchemy-session-open", "sqlalchemy-connection-checked-out")
 
     def __init__(self) -> None:
-        self.active = False
         self.scoped: list[tuple[str, Any]] = []
         self.nmods = -1
         #: id(connection record) -> a token unique to its current checkout
@@ -69,7 +68,8 @@ class SQLAlchemyChecker(Checker):
         self._tls = threading.local()
 
     def after_load(self, app: Any) -> list[Finding]:
-        if "sqlalchemy" not in sys.modules:
+        self.active = "sqlalchemy" in sys.modules
+        if not self.active:
             return []
         from sqlalchemy import event
         from sqlalchemy.orm import Session
@@ -79,7 +79,6 @@ class SQLAlchemyChecker(Checker):
         event.listen(Session, "transient_to_pending", self._on_pending)
         event.listen(Pool, "checkout", self._on_checkout)
         event.listen(Pool, "checkin", self._on_checkin)
-        self.active = True
         self._scan()
         return []
 
@@ -132,8 +131,6 @@ class SQLAlchemyChecker(Checker):
     # -- after the request, in its thread ---------------------------------------------------
 
     def thread_exit(self, info: RequestInfo) -> list[Finding]:
-        if not self.active:
-            return []
         if len(sys.modules) != self.nmods:
             self._scan()
         bucket = info.extra.pop(_KEY, None)

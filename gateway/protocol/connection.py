@@ -131,6 +131,10 @@ class FastCGIConnection:
         self.peer_closed = False
         #: True once the connection should be closed after flushing pending output.
         self.should_close = False
+        #: Asked at every END_REQUEST of a kept-alive request: True -> this connection ends
+        #: here. Bytes after END_REQUEST in the same read make nginx drop the connection
+        #: instead of caching it, so it is never reused while we close it (no lost POST).
+        self.keepalive_veto = None
 
     # -- receiving -------------------------------------------------------------------
 
@@ -344,9 +348,13 @@ class FastCGIConnection:
         else:
             req.state = nxt
         self._active -= 1
+        trailer = b""
         if not req.keep_conn or (self.max_requests is not None and self._begun >= self.max_requests):
             self.should_close = True
-        return tail + encode_end_request(rid, app_status, protocol_status)
+        if req.keep_conn and self.keepalive_veto is not None and self.keepalive_veto():
+            self.should_close = True
+            trailer = pack_header(FCGI_VERSION_1, _STDERR, rid, 0, 0)
+        return tail + encode_end_request(rid, app_status, protocol_status) + trailer
 
     def _drop_queued(self, rid: int) -> None:
         """Drop untaken events of a request being ended: a worker using ``next_event`` gets

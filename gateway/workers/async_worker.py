@@ -75,6 +75,7 @@ class FastCGIProtocol(asyncio.Protocol):
             max_params_count=server.config.max_params_count,
             max_requests=server.config.max_requests_per_connection,
         )
+        self.conn.keepalive_veto = server.keepalive_veto
         self.cycles: dict[int, ASGICycle] = {}
         self.write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
@@ -83,12 +84,14 @@ class FastCGIProtocol(asyncio.Protocol):
         self._linger: asyncio.TimerHandle | None = None
         self.idle_since = time.monotonic()
         self.served = 0
+        self.first_seen = False
 
     # -- transport callbacks ---------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.server.connections.add(self)
+        self.server.connection_opened()
         if self.server.slot is not None:
             self.server.slot.accepted()
 
@@ -130,6 +133,9 @@ class FastCGIProtocol(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self.first_seen:
+            self.first_seen = True
+            self.server.unstarted -= 1
         self.closed = True
         self._disconnect_all()
         self.server.connections.discard(self)
@@ -186,6 +192,9 @@ class FastCGIProtocol(asyncio.Protocol):
 
     def _start(self, ev: RequestReceived) -> None:
         server = self.server
+        if not self.served and not self.cycles and not self.first_seen:
+            self.first_seen = True
+            server.unstarted -= 1
         if server.pages is not None:
             reply = server.pages.answer(ev.params)
             if reply is not None:
@@ -290,6 +299,10 @@ class AsyncWorker:
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopping = False
         self.requests_served = 0
+        self.started_requests = 0
+        self.unstarted = 0
+        self._accept_closed = False
+        self._servers: list[asyncio.AbstractServer] = []
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._stop: asyncio.Event | None = None
         self._baseline: contextvars.Context | None = None
@@ -343,6 +356,7 @@ class AsyncWorker:
                 srv = await self.loop.create_server(factory, sock=sock, backlog=self.config.backlog)
             servers.append(srv)
             logger.info("serving ASGI on %s (async worker, %s)", describe(sock), type(self.loop).__module__)
+        self._servers = servers
         self.control.ready()
         beat = self.loop.create_task(self._heartbeat())
         await self._stop.wait()
@@ -377,10 +391,29 @@ class AsyncWorker:
                 )
                 proto.close()
 
+    def keepalive_veto(self) -> bool:
+        """End the kept-alive connection with this request (see FastCGIConnection)."""
+        return self.stopping or self.signal_received is not None or self.control.last_on_connection()
+
     def _protocol_factory(self) -> FastCGIProtocol:
         return FastCGIProtocol(self)
 
+    def connection_opened(self) -> None:
+        self.unstarted += 1
+        self._check_accept_limit()
+
+    def _check_accept_limit(self) -> None:
+        """Stop accepting once the requests begun plus the connections accepted but not yet
+        started reach the request limit (each will bring at least one request)."""
+        limit = self.control.request_limit
+        if limit and not self._accept_closed and self.started_requests + self.unstarted >= limit:
+            self._accept_closed = True
+            for srv in self._servers:
+                srv.close()
+
     def start_cycle(self, cycle: ASGICycle) -> None:
+        self.started_requests += 1
+        self._check_accept_limit()
         if self.access is not None:
             cycle.t0 = time.monotonic()
         task = self.loop.create_task(cycle.run(self.app), context=self._baseline.copy())  # type: ignore[union-attr]
@@ -447,7 +480,8 @@ class AsyncWorker:
 
     async def _shutdown(self, servers: list[asyncio.AbstractServer]) -> None:
         self.stopping = True
-        self._drain_backlog()
+        if self.control.recycling is None:  # a recycle leaves the backlog to its siblings
+            self._drain_backlog()
         for srv in servers:
             srv.close()
         await asyncio.sleep(0)

@@ -126,6 +126,16 @@ class WorkerControl:
             self.recycling_soon = reason
             self._send(f"recycle-soon {reason}")
 
+    def last_on_connection(self) -> bool:
+        """Whether the request ending now should be the last on its kept-alive connection:
+        near or at a limit (request count, RSS), so no connection outlives this worker."""
+        if self.recycling is not None or self.recycling_soon is not None:
+            return True
+        limit = self.request_limit
+        if limit and self.requests + 1 >= limit - max(1, limit // 10):
+            return True
+        return bool(self.limits.max_memory_bytes) and rss_bytes() > self.limits.max_memory_bytes
+
     def request_done(self) -> bool:
         """Count a finished request and check the limits (between requests).
 

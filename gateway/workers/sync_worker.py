@@ -75,6 +75,7 @@ class _Conn:
         "fd",
         "idle_since",
         "input",
+        "poisoned",
         "registered",
         "request",
         "served",
@@ -82,6 +83,7 @@ class _Conn:
     )
 
     def __init__(self, sock: socket.socket, codec: FastCGIConnection) -> None:
+        self.poisoned = 0.0
         self.sock = sock
         self.fd = sock.fileno()
         self.codec = codec
@@ -223,6 +225,14 @@ class SyncWorker:
             os.close(rfd)
             os.close(wfd)
 
+    def _keepalive_veto(self) -> bool:
+        return (
+            self.stopping
+            or self.draining
+            or self.signal_received is not None
+            or self.control.last_on_connection()
+        )
+
     def _stop_accepting(self) -> None:
         for fd in list(self._listeners):
             try:
@@ -258,7 +268,16 @@ class SyncWorker:
         now = time.monotonic()
         for conn in list(self._conns.values()):
             if not conn.busy and conn.input is None and now - conn.idle_since >= IDLE_CLOSE_S:
-                self._close(conn)
+                if not conn.poisoned:
+                    # An empty STDERR record: nginx closes a cached connection that turns
+                    # readable, and ignores it when it has just sent a request on it.
+                    try:
+                        conn.sock.send(b"\x01\x07\x00\x01\x00\x00\x00\x00", socket.MSG_DONTWAIT)
+                        conn.poisoned = now
+                    except OSError:
+                        self._close(conn)
+                elif now - conn.poisoned > 1.0:
+                    self._close(conn)
         return bool(self._conns)
 
     def _accept(self, listener: socket.socket) -> None:
@@ -290,6 +309,7 @@ class SyncWorker:
                 max_params_count=cfg.max_params_count,
                 max_requests=cfg.max_requests_per_connection,
             )
+            codec.keepalive_veto = self._keepalive_veto
             conn = _Conn(sock, codec)
             conn.idle_since = time.monotonic()
             if self.slot is not None:
@@ -474,6 +494,19 @@ class SyncWorker:
         if (self.control.request_done() or self._timed_out) and not self.draining:
             self.draining = True
             self._stop_accepting()
+        if self.draining or self.control.last_on_connection():
+            self._poison_idle(conn)
+
+    def _poison_idle(self, current: _Conn) -> None:
+        """Make nginx drop the idle connections it caches to this worker (see _close_idle)."""
+        now = time.monotonic()
+        for other in list(self._conns.values()):
+            if other is not current and not other.poisoned and not other.busy and other.input is None:
+                try:
+                    other.sock.send(b"\x01\x07\x00\x01\x00\x00\x00\x00", socket.MSG_DONTWAIT)
+                    other.poisoned = now
+                except OSError:
+                    self._close(other)
 
     def _send_or_drop(self, conn: _Conn, data: bytes) -> None:
         try:

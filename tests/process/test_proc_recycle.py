@@ -5,8 +5,7 @@ pid of the worker that served it, so wrk's tally gives the requests served per w
 Workers recycled half a second before the load ends are complete: each must have served
 between ``--max-requests`` and ``--max-requests + --max-requests-jitter`` requests; the
 others (alive at the end, or recycled while wrk was stopping and dropping the responses
-still in flight) are partial and only bounded above. Known worker bugs end the test as
-xfail with the figures (see KEEPALIVE_* and ASYNC_OVERSHOOT). Done for GET and for POST on
+still in flight) are partial and only bounded above. Done for GET and for POST on
 nginx keep-alive connections (``fastcgi_keep_conn on``: nginx does not retry a POST that
 fails on a cached connection the recycled worker just closed, PITFALLS.md), on the sync
 worker (WSGI) and the async worker (ASGI).
@@ -44,23 +43,6 @@ def error_context(log: str) -> str:
             out.extend(x for x in lines[i + 1 : i + 30] if not x.startswith("["))
     return "\n".join(out[:60])
 
-
-#: Known worker bugs (gateway/workers/*.py, not this suite's to fix): when one shows, the
-#: test ends as xfail with the measured figures; once fixed the test simply passes.
-KEEPALIVE_OVERSHOOT = (
-    "worker bug: after its limit a worker keeps serving the nginx keep-alive connections it "
-    "holds until one is idle for 20 ms, which under load never happens (nginx reuses the "
-    "most recently used cached connection and closes it only after keepalive_requests=1000)"
-)
-KEEPALIVE_LOST_POST = (
-    "worker bug: closing a kept-alive connection (even after 20 ms idle) races with nginx "
-    "reusing it, and nginx does not retry a POST: 502"
-)
-ASYNC_OVERSHOOT = (
-    "async worker bug: it counts finished requests, and serves every connection it has "
-    "accepted (plus up to 64 taken from the shared backlog when it stops): up to the nginx "
-    "concurrency past the limit"
-)
 
 CASES = [
     pytest.param("wsgi_app:app", "sync", "GET", False, DURATION, id="sync-get"),
@@ -105,8 +87,6 @@ def test_max_requests_under_load(served, wrk, app, worker, method, keep_conn, du
     assert "[ERROR]" not in log, error_context(log)
     assert result.errors == 0, result.summary()
     assert len(recycled) >= 10, "too few recycles to say anything"
-    if result.failed and keep_conn:
-        pytest.xfail(f"{KEEPALIVE_LOST_POST}: {result.summary()}")
     assert result.failed == 0, result.summary() + "\n" + result.output
     assert result.ok == result.requests
     # On a kept-alive connection nginx may already have written the next request when the
@@ -114,12 +94,6 @@ def test_max_requests_under_load(served, wrk, app, worker, method, keep_conn, du
     low, high = MAX_REQUESTS, MAX_REQUESTS + JITTER + (1 if keep_conn else 0)
     wrong = {pid: n for pid, n in recycled.items() if not low <= n <= high}
     wrong.update({pid: n for pid, n in partial.items() if n > high})
-    if wrong and keep_conn and max(wrong.values()) > 2 * high:
-        pytest.xfail(f"{KEEPALIVE_OVERSHOOT}: served {sorted(wrong.values())[-5:]}")
-    if wrong and worker == "async" and all(n > high for n in wrong.values()):
-        pytest.xfail(
-            f"{ASYNC_OVERSHOOT}: {len(wrong)} of {len(recycled)} served {sorted(set(wrong.values()))}"
-        )
     assert not wrong, f"workers outside [{low}, {high}]: {wrong}"
 
 
