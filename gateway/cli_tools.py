@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -47,7 +47,7 @@ def _address(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return value
 
 
-def _fail(command: str, address: str, reason: str) -> None:
+def _fail(command: str, address: str, reason: str) -> NoReturn:
     click.echo(f"fcgi-gateway {command}: {address}: {reason}", err=True)
     sys.exit(EXIT_ERROR)
 
@@ -84,7 +84,7 @@ def ping(address: str, path: str, timeout: float) -> None:
 
     try:
         ok, reason = ping_server(address, path, timeout)
-    except OSError as exc:  # anything the client did not turn into a reason
+    except Exception as exc:  # whatever the client did not turn into a reason: still one line
         ok, reason = False, f"{type(exc).__name__}: {exc}"
     if not ok:
         _fail("ping", address, reason)
@@ -181,15 +181,16 @@ def request(
     """
     from .client import ClientError, FastCGIClient
     from .protocol.constants import ProtocolStatus
-    from .protocol.errors import RemoteProtocolError
 
     body = _body(data)
     method = (method or ("POST" if data is not None else "GET")).upper()
     try:
         with FastCGIClient(address, timeout=timeout) as client:
             resp = client.request(method, path, headers=headers, params=params, body=body)
-    except (ClientError, RemoteProtocolError, OSError, ValueError) as exc:
+    except ClientError as exc:
         _fail("request", address, str(exc))
+    except Exception as exc:  # e.g. a malformed record: still a one-line reason
+        _fail("request", address, f"{type(exc).__name__}: {exc}")
     if resp.stderr:
         sys.stderr.buffer.write(resp.stderr if resp.stderr.endswith(b"\n") else resp.stderr + b"\n")
         sys.stderr.flush()
@@ -201,8 +202,9 @@ def request(
     out.write(resp.body)
     out.flush()
     if resp.protocol_status != ProtocolStatus.REQUEST_COMPLETE:
-        name = ProtocolStatus(resp.protocol_status).name if resp.protocol_status in ProtocolStatus else "?"
-        _fail("request", address, f"request refused ({name}, protocol status {resp.protocol_status})")
+        names = {int(s): s.name for s in ProtocolStatus}
+        what = f"{names.get(resp.protocol_status, 'unknown')}, protocol status {resp.protocol_status}"
+        _fail("request", address, f"request refused ({what})")
     if not resp.status:
         _fail("request", address, "response without a valid CGI header block")
     if resp.status >= 500 or (fail and resp.status >= 400):

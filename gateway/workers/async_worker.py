@@ -129,6 +129,16 @@ class FastCGIProtocol(asyncio.Protocol):
             self._close_when_drained()
 
     def eof_received(self) -> bool | None:
+        try:
+            events = self.conn.feed(b"")  # the codec tells whether a record was cut short
+        except RemoteProtocolError:
+            events = []
+        if any(type(ev) is ConnectionClosed and ev.incomplete for ev in events):
+            logger.warning(
+                "FastCGI protocol error from %s: connection closed in the middle of a record; "
+                "closing the connection",
+                self._peer(),
+            )
         self._disconnect_all()
         return None
 

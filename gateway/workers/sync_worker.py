@@ -391,6 +391,11 @@ class SyncWorker:
                     conn.input.disconnect()
                 if kind is ConnectionClosed:
                     conn.dead = True
+                    if ev.incomplete:
+                        logger.warning(
+                            "FastCGI protocol error: connection closed in the middle of a record; "
+                            "closing the connection"
+                        )
         return True
 
     def _pull(self, conn: _Conn) -> None:

@@ -165,8 +165,11 @@ def test_abort_reaches_the_app_as_http_disconnect(gateway_factory, tmp_path):
     marker = tmp_path / "disconnect"
     with gw.client(timeout=TIMEOUT, keep_conn=True) as c:
         c.send_raw(get(5, f"/disconnect?marker={marker}"))
-        first = c.recv_record()  # the app has started its response and waits in receive()
-        assert first is not None and first.type == RecordType.STDOUT and b"waiting" in first.content
+        started = tmp_path / "disconnect.started"  # the app is running and waits in receive()
+        deadline = time.monotonic() + 5
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert started.exists()
         c.send_raw(wire.encode_record(RecordType.ABORT_REQUEST, 5))
         records = c.recv_records(5)
         assert end_of(records, 5)[1] == ProtocolStatus.REQUEST_COMPLETE
