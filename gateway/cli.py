@@ -10,6 +10,7 @@ Precedence: command line > environment > defaults.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from .config import INTERFACES, LIFESPAN_MODES, LOOPS, WORKER_KINDS, Config, par
 from .errors import AppLoadError, BindError, ConfigError, GatewayError, HaltServer
 from .isolation.setup import checker_names, parse_policies
 from .log import LEVELS, check_access_format, configure
+from .sockets import check_user_group, parse_networks
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -167,6 +169,13 @@ SERVE_OPTIONS: tuple[Opt, ...] = (
        help="Extra address where the master itself answers the status and ping pages, even when "
             "every worker is busy. Repeatable."),
     _o("--pool-name", field="pool_name", default="www", help="Pool name shown on the status page."),
+    _o("--allowed-clients", field="allowed_clients", multiple=True,
+       help="Addresses or networks (127.0.0.1, 10.0.0.0/8) allowed to connect over TCP; others are "
+            "closed and logged. Default: FCGI_WEB_SERVER_ADDRS when set, else everyone."),
+    _o("--user", field="user", default=None, help="Run the workers as this user (the master binds as root)."),
+    _o("--group", field="group", default=None, help="Run the workers with this group."),
+    _o("--forward-stderr", field="forward_stderr", is_flag=True,
+       help="Also send what a WSGI app writes to wsgi.errors to the web server as FCGI_STDERR."),
     # process and logging
     _o("--pid", field="pid_file", type=click.Path(dir_okay=False), default=None,
        help="Write the master's pid to this file."),
@@ -252,6 +261,12 @@ def config_from_options(app: str, values: dict[str, Any]) -> Config:
     fields["binds"] = tuple(fields.get("binds") or ()) or ("127.0.0.1:9000",)
     fields["reload_dirs"] = tuple(fields.get("reload_dirs") or ())
     fields["status_binds"] = tuple(fields.get("status_binds") or ())
+    allowed = tuple(fields.get("allowed_clients") or ())
+    if not allowed and os.environ.get("FCGI_WEB_SERVER_ADDRS"):
+        allowed = tuple(a.strip() for a in os.environ["FCGI_WEB_SERVER_ADDRS"].split(",") if a.strip())
+    fields["allowed_clients"] = allowed
+    parse_networks(allowed)  # ConfigError for a bad address
+    check_user_group(fields.get("user"), fields.get("group"))
     fields["isolation_user_checkers"] = tuple(fields.get("isolation_user_checkers") or ())
     fields["isolation_policies"] = tuple(fields.get("isolation_policies") or ())
     parse_policies(fields["isolation_policies"])  # ConfigError early, in the master

@@ -120,6 +120,10 @@ class Config:
     max_body_bytes: int | None = None
     max_requests_per_connection: int | None = None
     max_connections: int = 1024
+    allowed_clients: tuple[str, ...] = ()
+    user: str | None = None
+    group: str | None = None
+    forward_stderr: bool = False
     read_timeout_s: float = 30.0
     keepalive_timeout_s: float = 75.0
     extra: dict[str, Any] = field(default_factory=dict, compare=False)

@@ -14,7 +14,7 @@ from typing import Any
 
 from .arbiter import Arbiter
 from .config import Config
-from .errors import ConfigError
+from .errors import AppLoadError, ConfigError
 from .isolation.setup import build_layer, parse_policies
 from .loading import as_asgi3, load_app, resolve_interface
 from .log import DEFAULT_ACCESS_FORMAT, AccessLog
@@ -22,6 +22,11 @@ from .scoreboard import Scoreboard, WorkerSlot
 from .sockets import cleanup_unix_sockets, create_sockets
 from .status import StatusPages
 from .status_server import StatusServer
+
+# Imported here, in the master, rather than after fork: shared by the forked workers, and
+# readable even when a worker has dropped privileges (--user) to an account that cannot
+# read the Python installation.
+from .workers import async_worker, sync_threads, sync_worker
 from .workers.base import Limits, WorkerControl
 
 logger = logging.getLogger("gateway.error")
@@ -60,16 +65,29 @@ def make_worker(
     slot: WorkerSlot | None = None,
 ) -> Any:
     if kind == "async":
-        from .workers.async_worker import AsyncWorker
-
-        return AsyncWorker(config, app, sockets, control, pages, slot)
+        return async_worker.AsyncWorker(config, app, sockets, control, pages, slot)
     if config.threads > 1:
-        from .workers.sync_threads import ThreadedSyncWorker
+        return sync_threads.ThreadedSyncWorker(config, app, sockets, control, pages, slot)
+    return sync_worker.SyncWorker(config, app, sockets, control, pages, slot)
 
-        return ThreadedSyncWorker(config, app, sockets, control, pages, slot)
-    from .workers.sync_worker import SyncWorker
 
-    return SyncWorker(config, app, sockets, control, pages, slot)
+def drop_privileges(user: str | None, group: str | None) -> None:
+    """Run the worker as ``user``/``group`` (the master keeps what it needs to bind)."""
+    if not user and not group:
+        return
+    import grp
+    import pwd
+
+    try:
+        pw = pwd.getpwnam(user) if user else None
+        gid = grp.getgrnam(group).gr_gid if group else (pw.pw_gid if pw else None)
+    except KeyError as exc:
+        raise ConfigError(f"unknown user or group: {exc}") from None
+    if gid is not None:
+        os.setgid(gid)
+    if pw is not None:
+        os.initgroups(pw.pw_name, gid if gid is not None else pw.pw_gid)
+        os.setuid(pw.pw_uid)
 
 
 def limits_of(config: Config) -> Limits:
@@ -122,20 +140,24 @@ def run(config: Config) -> None:
     worker_pages = pages if (config.status_path or config.ping_path) else None
 
     def child_main(control_fd: int, slot: int) -> None:
+        drop_privileges(config.user, config.group)
         control = WorkerControl(control_fd, limits_of(config), heartbeat_s=1.0)
         app, interface, kind = preloaded or prepare_app(config)
         if preloaded is None:
             logger.info("application %s loaded (%s, %s worker)", config.app, interface, kind)
         worker_slot = WorkerSlot(board, slot) if board is not None and slot >= 0 else None
-        layer = build_layer(
-            config.isolation_checkers,
-            config.isolation_user_checkers,
-            parse_policies(config.isolation_policies),
-            config.isolation_default_policy,
-            worker=kind,
-            on_recycle=control.request_recycle,
-            on_finding=control.finding,
-        )
+        try:
+            layer = build_layer(
+                config.isolation_checkers,
+                config.isolation_user_checkers,
+                parse_policies(config.isolation_policies),
+                config.isolation_default_policy,
+                worker=kind,
+                on_recycle=control.request_recycle,
+                on_finding=control.finding,
+            )
+        except Exception as exc:  # a boot failure (exit 4), not a crash loop
+            raise AppLoadError(f"cannot set up the isolation checkers: {type(exc).__name__}: {exc}") from exc
         layer.after_load(app)
         worker = make_worker(config, app, kind, sockets, control, worker_pages, worker_slot)
         worker.isolation = layer if layer.enabled else None

@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import grp
+import ipaddress
 import os
 import pwd
 import socket
 import stat
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import BindError, ConfigError
 
@@ -192,6 +194,54 @@ def fd0_socket() -> socket.socket | None:
         return adopt_fd(0)
     except BindError:
         return None
+
+
+def check_user_group(user: str | None, group: str | None) -> None:
+    """ConfigError unless ``--user``/``--group`` name existing accounts."""
+    try:
+        if user:
+            pwd.getpwnam(user)
+        if group:
+            grp.getgrnam(group)
+    except KeyError as exc:
+        raise ConfigError(f"unknown user or group {exc}") from None
+
+
+def parse_networks(items: tuple[str, ...] | list[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """``--allowed-clients`` entries as networks (a bare address is a /32 or /128)."""
+    nets = []
+    for item in items:
+        try:
+            nets.append(ipaddress.ip_network(item.strip(), strict=False))
+        except ValueError:
+            raise ConfigError(f"invalid address or network in --allowed-clients: {item!r}") from None
+    return nets
+
+
+class ClientFilter:
+    """Decides whether a TCP peer may talk to us (unix sockets are guarded by file mode)."""
+
+    def __init__(self, items: tuple[str, ...]) -> None:
+        self.networks = parse_networks(items)
+        self._cache: dict[str, bool] = {}
+
+    def allowed(self, peer: Any) -> bool:
+        if not isinstance(peer, tuple) or not peer:
+            return True  # unix socket peer
+        host = peer[0]
+        verdict = self._cache.get(host)
+        if verdict is None:
+            try:
+                addr = ipaddress.ip_address(host.split("%", 1)[0])
+            except ValueError:
+                verdict = False
+            else:
+                if addr.version == 6 and addr.ipv4_mapped is not None:
+                    addr = addr.ipv4_mapped
+                verdict = any(addr in net for net in self.networks)
+            if len(self._cache) < 4096:
+                self._cache[host] = verdict
+        return verdict
 
 
 def describe(sock: socket.socket) -> str:

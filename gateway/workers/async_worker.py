@@ -45,7 +45,7 @@ from ..protocol import (
 )
 from ..response import protocol_error_reply
 from ..scoreboard import WorkerSlot
-from ..sockets import describe
+from ..sockets import ClientFilter, describe
 from ..status import StatusPages
 from ..watchdog import format_task_stack, log_slow
 from .base import WorkerControl
@@ -90,6 +90,23 @@ class FastCGIProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        server = self.server
+        if server.client_filter is not None:
+            peer = transport.get_extra_info("peername")
+            if not server.client_filter.allowed(peer):
+                logger.warning("connection from %s refused: not in --allowed-clients", peer[0])
+                self.first_seen = True
+                self.closed = True
+                transport.close()
+                return
+        if len(server.connections) >= server.config.max_connections:
+            logger.warning(
+                "connection refused: %d connections open (--max-connections)", len(server.connections)
+            )
+            self.first_seen = True
+            self.closed = True
+            transport.close()
+            return
         self.server.connections.add(self)
         self.server.connection_opened()
         if self.server.slot is not None:
@@ -297,6 +314,7 @@ class AsyncWorker:
         self.slot = slot
         self.isolation: Any = None
         self.access: AccessLog | None = None
+        self.client_filter = ClientFilter(config.allowed_clients) if config.allowed_clients else None
         self.interface = "asgi"
         self.control = control or WorkerControl()
         self.config = config

@@ -46,7 +46,7 @@ from ..protocol import (
 )
 from ..response import error_response, failure_reply, protocol_error_reply
 from ..scoreboard import WorkerSlot
-from ..sockets import describe
+from ..sockets import ClientFilter, describe
 from ..status import StatusPages
 from ..watchdog import Running, Watchdog
 from ..wsgi.environ import build_environ
@@ -134,6 +134,7 @@ class SyncWorker:
             "wsgi.input_terminated": True,
         }
         self._errors = ErrorStream()
+        self._filter = ClientFilter(config.allowed_clients) if config.allowed_clients else None
         secs = max(1.0, config.read_timeout_s)
         self._io_timeout = struct.pack("ll", int(secs), int((secs % 1) * 1_000_000))
         self.watchdog = Watchdog(config.request_timeout_s, config.slow_request_timeout_s, self._on_timeout)
@@ -301,6 +302,16 @@ class SyncWorker:
             # the read/keep-alive sweeps.
             sock = socket.socket(listener.family, socket.SOCK_STREAM, 0, fd)
             cfg = self.config
+            if self._filter is not None and not self._filter.allowed(_addr):
+                logger.warning("connection from %s refused: not in --allowed-clients", _addr[0])
+                sock.close()
+                continue
+            if len(self._conns) >= cfg.max_connections:
+                logger.warning(
+                    "connection refused: %d connections open (--max-connections)", len(self._conns)
+                )
+                sock.close()
+                continue
             codec = FastCGIConnection(
                 multiplex=False,
                 max_conns=cfg.max_connections,
@@ -439,6 +450,8 @@ class SyncWorker:
             conn.input = None
             return
         responder = WSGIResponder(conn.codec, req.request_id, conn.sock, environ, self.config.debug)
+        if self.config.forward_stderr:
+            environ["wsgi.errors"] = ErrorStream(responder.forward_stderr)
         access = self.access
         if access is not None:
             t0 = time.monotonic()

@@ -84,6 +84,15 @@ class WSGIResponder:
                 raise ClientGone("request timed out; the gateway already answered 504")
             self._send(encode(self.rid, *args))
 
+    def forward_stderr(self, data: bytes) -> None:
+        """``--forward-stderr``: ``wsgi.errors`` text as FCGI_STDERR of this request (nginx
+        logs it in its error log). Dropped once the request has ended."""
+        if data:
+            try:
+                self._emit(self.codec.send_stderr, data)
+            except Exception:
+                pass
+
     def timeout(self) -> None:
         """Called from the watchdog thread: end the request now (504 if nothing was sent)."""
         if not self.lock.acquire(timeout=5):

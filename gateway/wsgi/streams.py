@@ -147,14 +147,18 @@ class InputStream:
 class ErrorStream:
     """``wsgi.errors``: text written by the app goes to the ``gateway.app`` logger."""
 
-    __slots__ = ("_pending",)
+    __slots__ = ("_forward", "_pending")
 
-    def __init__(self) -> None:
+    def __init__(self, forward: Callable[[bytes], None] | None = None) -> None:
         self._pending = ""
+        #: ``--forward-stderr``: also send the text to the web server as FCGI_STDERR
+        self._forward = forward
 
     def write(self, text: str) -> int:
         if not isinstance(text, str):
             raise TypeError("wsgi.errors.write() takes str")
+        if self._forward is not None:
+            self._forward(text.encode("utf-8", "replace"))
         data = self._pending + text
         *lines, self._pending = data.split("\n")
         for line in lines:
