@@ -36,12 +36,21 @@ from typing import Any
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
+_statm: tuple[int, int] | None = None  # (pid, fd): /proc/self resolves at open time
+
+
 def rss_bytes() -> int:
-    """Resident set size of this process (about 2 µs: one read of /proc/self/statm)."""
+    """Resident set size of this process: one pread of /proc/<pid>/statm on a descriptor
+    kept open (about 1 µs; opening the file each time cost three syscalls)."""
+    global _statm
+    pid = os.getpid()
     try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * _PAGE
-    except OSError:
+        if _statm is None or _statm[0] != pid:
+            if _statm is not None:
+                os.close(_statm[1])
+            _statm = (pid, os.open(f"/proc/{pid}/statm", os.O_RDONLY | os.O_CLOEXEC))
+        return int(os.pread(_statm[1], 128, 0).split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
         return 0
 
 
