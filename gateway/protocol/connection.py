@@ -48,6 +48,7 @@ from .records import (
     encode_record,
     encode_stream,
     pack_header,
+    stream_parts,
     unpack_header,
 )
 from .state import AFTER_END, APPLICATION_ONLY_TYPES, CAN_SEND, RECEIVE, Action, RequestState
@@ -405,6 +406,16 @@ class FastCGIConnection:
             return self.end_request(rid, app_status)
         self._sendable(rid)
         return encode_stream(_STDOUT, rid, data) + self.end_request(rid, app_status)
+
+    def send_response_parts(
+        self, rid: int, buffers: list[bytes | bytearray | memoryview], app_status: int = 0
+    ) -> list[bytes | memoryview]:
+        """Like ``send_response`` for the concatenation of ``buffers``, as a list of buffers
+        for a vectored write: nothing is copied (large responses)."""
+        self._sendable(rid)
+        parts = stream_parts(_STDOUT, rid, buffers)
+        parts.append(self.end_request(rid, app_status))
+        return parts
 
     # -- introspection ---------------------------------------------------------------
 

@@ -53,6 +53,34 @@ def encode_stream(rtype: int, request_id: int, data: bytes | bytearray | memoryv
     return b"".join(parts)
 
 
+def stream_parts(
+    rtype: int, request_id: int, buffers: list[bytes | bytearray | memoryview]
+) -> list[bytes | memoryview]:
+    """The records carrying ``buffers`` (concatenated) as a list of buffers for a vectored
+    write (``socket.sendmsg``): record headers plus memoryview slices, so a large body is
+    never copied. Never the empty end record."""
+    views = [memoryview(b).cast("B") for b in buffers if len(b)]
+    total = sum(len(v) for v in views)
+    out: list[bytes | memoryview] = []
+    bi = 0
+    off = 0
+    while total > 0:
+        n = min(total, MAX_CONTENT_LENGTH)
+        out.append(_HEADER.pack(FCGI_VERSION_1, rtype, request_id, n, 0))
+        need = n
+        while need:
+            view = views[bi]
+            take = min(need, len(view) - off)
+            out.append(view[off : off + take])
+            off += take
+            need -= take
+            if off == len(view):
+                bi += 1
+                off = 0
+        total -= n
+    return out
+
+
 def encode_begin_request(request_id: int, role: int = Role.RESPONDER, keep_conn: bool = False) -> bytes:
     flags = FCGI_KEEP_CONN if keep_conn else 0
     return encode_record(RecordType.BEGIN_REQUEST, request_id, _BEGIN_BODY.pack(role, flags))

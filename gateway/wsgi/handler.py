@@ -28,6 +28,28 @@ logger = logging.getLogger("gateway.error")
 _STDOUT = int(RecordType.STDOUT)
 
 
+#: Responses larger than this leave through one vectored write without copies.
+LARGE_BODY = 64 * 1024
+
+
+def sendmsg_all(sock: socket.socket, parts: list[Any]) -> None:
+    """``sendall`` for a list of buffers (``socket.sendmsg``, resumed after short writes)."""
+    i = 0
+    try:
+        while i < len(parts):
+            sent = sock.sendmsg(parts[i : i + 1024])  # at most IOV_MAX buffers a call
+            while sent:
+                n = len(parts[i])
+                if sent >= n:
+                    sent -= n
+                    i += 1
+                else:
+                    parts[i] = memoryview(parts[i])[sent:]
+                    sent = 0
+    except OSError as exc:
+        raise ClientGone(str(exc)) from None
+
+
 class ClientGone(Exception):
     """Writing to the web server failed: the connection is gone."""
 
@@ -143,6 +165,15 @@ class WSGIResponder:
         if self.head is None:
             raise AssertionError("the application returned without calling start_response()")
         self.body_bytes += len(body)
+        if len(body) > LARGE_BODY and self.buffer is None:
+            # A vectored write of record headers and slices: the body is never copied.
+            buffers = [body] if self.headers_sent else [self.head, body]
+            self.headers_sent = True
+            with self.lock:
+                if self.timed_out:
+                    raise ClientGone("request timed out; the gateway already answered 504")
+                sendmsg_all(self.sock, self.codec.send_response_parts(self.rid, buffers))
+            return
         if not self.headers_sent:
             body = self.head + body
             self.headers_sent = True
