@@ -1,0 +1,11 @@
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "djangosite.settings")
+
+from django.core.asgi import get_asgi_application
+
+application = get_asgi_application()
+
+from .db import ensure_db  # noqa: E402  (models need the app registry: after setup)
+
+ensure_db()

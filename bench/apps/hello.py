@@ -1,0 +1,78 @@
+"""The hello-world apps of the benchmark, one WSGI and one ASGI, with the same three routes.
+
+``GET /``        13 bytes of text ("Hello, world!"): the cost of the server itself.
+``GET /big``     a 1 MiB body, as one bytes object: the cost of moving a large response.
+``POST /upload`` reads the whole request body in 64 KiB chunks and answers its length in
+                 bytes: the cost of moving a large request body.
+
+Anything else is a 404. No framework and no middleware, so the server is all that is measured.
+"""
+
+from __future__ import annotations
+
+HELLO = b"Hello, world!"
+BIG = b"x" * (1024 * 1024)
+CHUNK = 64 * 1024
+TEXT = [("Content-Type", "text/plain")]
+
+
+def _route(method: str, path: str) -> str:
+    if path in ("", "/") and method in ("GET", "HEAD"):
+        return "hello"
+    if path == "/big" and method in ("GET", "HEAD"):
+        return "big"
+    if path == "/upload" and method == "POST":
+        return "upload"
+    return "notfound"
+
+
+def wsgi_app(environ, start_response):
+    route = _route(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""))
+    if route == "upload":
+        stream = environ["wsgi.input"]
+        remaining = int(environ.get("CONTENT_LENGTH") or 0)
+        total = 0
+        while remaining > 0:
+            chunk = stream.read(min(CHUNK, remaining))
+            if not chunk:
+                break
+            total += len(chunk)
+            remaining -= len(chunk)
+        body, status = str(total).encode(), "200 OK"
+    elif route == "notfound":
+        body, status = b"not found", "404 Not Found"
+    else:
+        body, status = (HELLO if route == "hello" else BIG), "200 OK"
+    start_response(status, [*TEXT, ("Content-Length", str(len(body)))])
+    return [body]
+
+
+async def asgi_app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] != "http":
+        return
+    route = _route(scope["method"], scope["path"])
+    status = 200
+    if route == "upload":
+        total, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            total += len(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = str(total).encode()
+    elif route == "notfound":
+        body, status = b"not found", 404
+    else:
+        body = HELLO if route == "hello" else BIG
+    headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
