@@ -43,6 +43,7 @@ from .config import Config
 from .errors import AppLoadError, HaltServer
 from .log import reopen_files
 from .scoreboard import STATE_RUNNING, Scoreboard
+from .sockets import cleanup_unix_sockets
 from .status_server import StatusServer
 
 logger = logging.getLogger("gateway.error")
@@ -497,6 +498,11 @@ class Arbiter:
         timeout = 1.0 if quick else self.config.graceful_timeout_s
         self.stop_deadline = time.monotonic() + timeout
         systemd.notify("STOPPING=1")
+        # The master never accepts: drop its copies of the listening sockets now (unix socket
+        # files first), so each socket closes as soon as the workers have drained theirs.
+        cleanup_unix_sockets(self.sockets)
+        for sock in self.sockets:
+            sock.close()
         for w in list(self.workers.values()):
             w.retiring = True
             self._signal(w, signal.SIGTERM)

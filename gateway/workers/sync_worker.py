@@ -235,11 +235,15 @@ class SyncWorker:
         )
 
     def _stop_accepting(self) -> None:
-        for fd in list(self._listeners):
+        for fd, sock in list(self._listeners.items()):
             try:
                 self._ep.unregister(fd)
             except (OSError, ValueError):
                 pass
+            # Close this process's copy: once the master and every worker have closed it, the
+            # kernel refuses new connections (nginx retries those, POSTs included) instead of
+            # queueing them in a backlog nobody accepts from (reset at exit: a lost POST).
+            sock.close()
         self._listeners.clear()
 
     def _drain_backlog(self) -> None:

@@ -64,6 +64,7 @@ class WSGIResponder:
         "environ",
         "head",
         "headers_sent",
+        "length",
         "lock",
         "rid",
         "sock",
@@ -83,6 +84,8 @@ class WSGIResponder:
         self.head: bytes | None = None
         self.headers_sent = False
         self.timed_out = False
+        #: the Content-Length the app declared, if any: its last byte ends the request
+        self.length: int | None = None
         self.code = 0
         self.body_bytes = 0
         #: when a list, output is held here instead of sent (isolation "fail" policy)
@@ -147,6 +150,8 @@ class WSGIResponder:
         elif self.status is not None:
             raise AssertionError("start_response() called twice without exc_info")
         self.head = wsgi_header_block(status, headers)
+        lengths = [v for k, v in headers if k.lower() == "content-length" and v.isascii() and v.isdigit()]
+        self.length = int(lengths[0]) if lengths else None
         self.status = status
         self.code = int(status[:3])
         return self.write
@@ -221,10 +226,25 @@ class WSGIResponder:
             elif isinstance(result, FileWrapper) and self.buffer is None and self._sendfile(result):
                 pass
             else:
+                done = False
                 for chunk in result:
-                    if chunk:
+                    if not chunk:
+                        continue
+                    if done:
+                        logger.warning("%s: body beyond its Content-Length dropped", self.describe())
+                        break
+                    if self.length is not None and self.body_bytes + len(chunk) >= self.length:
+                        # The declared length is reached: the last bytes, the empty STDOUT and
+                        # END_REQUEST leave in one write. Two writes let nginx finish the HTTP
+                        # response (it has Content-Length bytes) before END_REQUEST arrives, so
+                        # it drops the kept-alive connection; and a worker killed between them
+                        # leaves nginx with a started response it cannot retry.
+                        self._finish(chunk)
+                        done = True
+                    else:
                         self.write(chunk)
-                self._finish()
+                if not done:
+                    self._finish()
             return True
         except ClientGone as exc:
             if not self.timed_out:
