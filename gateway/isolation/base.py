@@ -213,7 +213,7 @@ class IsolationLayer:
         if self._threaded:
             if info.worker == "async":
                 _current.set((self, info))  # the request task's own Context
-            if info.worker == "sync" or info.interface == "asgi":
+            if self._thread_enter and (info.worker == "sync" or info.interface == "asgi"):
                 self.thread_enter(info)  # the app runs on this thread
         for checker in self._before_request:
             try:
@@ -252,16 +252,20 @@ class IsolationLayer:
     def after_request(self, info: RequestInfo) -> list[Finding]:
         """Run the checks and apply the policies; returns the findings whose policy is
         ``fail`` (the caller turns the response into a 500)."""
-        if self._threaded and (info.worker == "sync" or info.interface == "asgi"):
-            self.thread_exit(info)
-        results: list[tuple[Checker, Finding, bool | None]] = info.extra.pop(_THREAD_FINDINGS, None) or []
+        if self._thread_exit and (info.worker == "sync" or info.interface == "asgi"):
+            self.thread_exit(info)  # the app ran on this thread
+        extra = info.extra
+        results: list[tuple[Checker, Finding, bool | None]] = (
+            (extra.pop(_THREAD_FINDINGS, None) or []) if extra else []
+        )
         for checker in self._after_request:
             try:
                 findings = checker.after_request(info)
             except Exception:
                 self._disable(checker, "after_request")
                 continue
-            results += [(checker, f, None) for f in findings]
+            if findings:
+                results += [(checker, f, None) for f in findings]
         if not results:
             return []
         failing: list[Finding] = []

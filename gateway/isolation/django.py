@@ -18,6 +18,7 @@ Findings, per initialised connection:
 - ``django-atomic-leak``: still ``in_atomic_block`` (an ``atomic()`` never exited) or out of
   its configured autocommit mode. On a WSGI worker every later request of that thread then
   fails ("Cannot operate on a closed database" once Django closed it mid-transaction).
+  Reported once per leak (later requests of that thread find it still there).
   ``repair``: roll back what is still open, reset the transaction state, close.
 - ``django-connection-open``: still open although it should be closed: ``CONN_MAX_AGE=0``
   (an app that uses the ORM outside Django's handler never closes it), or any open
@@ -39,6 +40,12 @@ import threading
 from typing import Any
 
 from .base import Checker, Finding, RequestInfo, current_layer
+
+_REPORTED = "fcgi_gateway_atomic_leak_reported"  # set on a DatabaseWrapper
+
+
+class _Started(threading.local):
+    started = True  # Django's request_started ran in this thread during the request
 
 
 def _serves_asgi(app: Any) -> bool:
@@ -82,7 +89,7 @@ class DjangoChecker(Checker):
         self.connections: Any = None
         self.settings: Any = None
         self.asgi = False
-        self._state = threading.local()
+        self._state = _Started()
 
     def after_load(self, app: Any) -> list[Finding]:
         self.active = False
@@ -130,7 +137,7 @@ class DjangoChecker(Checker):
         if self.connections is None or self.asgi:
             return []
         findings = self._check(asgi=False)
-        if self.settings.DEBUG and not getattr(self._state, "started", True):
+        if self.settings.DEBUG and not self._state.started:
             findings += self._query_log()
         return findings
 
@@ -167,7 +174,11 @@ class DjangoChecker(Checker):
         for conn in self.connections.all(initialized_only=True):
             autocommit = conn.settings_dict.get("AUTOCOMMIT", True)
             is_open = conn.connection is not None and not conn.closed_in_transaction
-            if conn.in_atomic_block or (is_open and conn.autocommit != autocommit):
+            stuck = conn.in_atomic_block or (is_open and conn.autocommit != autocommit)
+            if stuck and getattr(conn, _REPORTED, False):
+                continue  # the same leak, left by an earlier request (not repaired): once
+            setattr(conn, _REPORTED, stuck)
+            if stuck:
                 where = "an atomic() block" if conn.in_atomic_block else "a transaction (autocommit off)"
                 findings.append(
                     Finding(
@@ -200,6 +211,7 @@ class DjangoChecker(Checker):
             return False
         if finding.kind == "django-atomic-leak":
             _reset(conn)
+            setattr(conn, _REPORTED, False)
         elif finding.kind == "django-connection-open":
             conn.close()
         elif finding.kind == "django-query-log":

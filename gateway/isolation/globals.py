@@ -9,22 +9,24 @@ exactly those packages). The verdict is cached per module name, and the list is 
 rebuilt when ``len(sys.modules)`` changed: no per-request scan of sys.modules.
 
 After a warm-up (``FCGI_GATEWAY_ISOLATION_WARMUP`` requests, default 1: lazy
-initialisation done by the first request is not a leak) each app module's namespace is
-snapshotted: the list of its values, and for every container (list, dict, set, deque,
-bytearray) bound at module level, as an attribute of a class defined in the module or of
-an instance of such a class, its length. After each request the check is:
+initialisation done by the first request is not a leak; 0 = snapshot at load) each app
+module is snapshotted: the objects bound to its *state* names — every global except
+dunders and names bound to code (functions, classes, modules: rebinding those is
+monkeypatching, not request data) — and the length of every container (list, dict, set,
+deque, bytearray) bound at module level, as an attribute of a class defined in the
+module, or of an instance of such a class.
 
-The check runs in ``thread_exit`` (the thread that ran the request, right after its
-response was closed; serialised by a lock):
+The check runs in ``thread_exit``: in the thread that ran the request, right after its
+response was closed (on the async worker's WSGI bridge that is before ``after_request``).
+The common case reads only, without a lock, in two C loops: ``len()`` of each app
+namespace and container, then ``all(map(operator.is_, map(dict.get, namespaces, names),
+snapshot))`` over the watched names (~20 ns an item). Only when one differs
+are the names compared one by one, under a lock.
 
-- per module, ``len(namespace)`` and ``all(map(operator.is_, values, snapshot))``: a C loop,
-  ~20 ns a name; only when it fails are the names compared one by one;
-- per tracked container, ``len()``.
-
-Findings: ``global-rebound`` (a name now bound to another object, added or deleted;
-only type names are logged, never values) and ``global-growth``. ``repair`` puts back
-the object bound at snapshot time (or removes the added name); growth cannot be undone
-safely and is only reported. Dunder names and submodule bindings are ignored.
+Findings: ``global-rebound`` (a state name now bound to another object, added or deleted;
+only type names are logged, never values) and ``global-growth``. ``repair`` puts back the
+object bound at snapshot time (or removes the added name); growth cannot be undone safely
+and is only reported.
 
 Allowlist: ``FCGI_GATEWAY_ISOLATION_ALLOW`` — comma-separated ``module:name`` patterns
 (fnmatch; ``module`` or ``module:*`` for a whole module; ``module:Class.attr`` for a
@@ -158,7 +160,7 @@ class Allowlist:
 
 
 class _Module:
-    __slots__ = ("baseline", "last", "module", "n", "name", "ns", "values")
+    __slots__ = ("baseline", "code", "last", "module", "n", "name", "ns")
 
     def __init__(self, name: str, module: types.ModuleType, watched: dict[str, Any]) -> None:
         self.name = name
@@ -166,15 +168,13 @@ class _Module:
         self.ns = vars(module)
         self.baseline = dict(watched)  # what repair restores
         self.last = dict(watched)  # what was last seen (each change reported once)
-        self.sync()
-
-    def sync(self) -> None:
-        self.values = list(self.ns.values())
-        self.n = len(self.values)
+        self.code = {k for k in self.ns if k not in watched}  # names not watched
+        self.n = len(self.ns)
 
 
-def _watched(value: Any) -> bool:
-    return not isinstance(value, types.ModuleType)
+#: Names bound to these are code, not state: not watched (rebinding them at run time is
+#: monkeypatching, not a request's data); nor are submodules.
+_CODE = (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType, type)
 
 
 def _describe(value: Any) -> str:
@@ -194,6 +194,7 @@ class GlobalsChecker(Checker):
         #: label -> [object, last length, module, name]
         self.containers: dict[str, list[Any]] = {}
         self.nmods = 0
+        self._index()
         self._lock = threading.Lock()  # thread_exit runs in several bridge threads
 
     def after_load(self, app: Any) -> list[Finding]:
@@ -218,15 +219,35 @@ class GlobalsChecker(Checker):
         for modname, name, label, value in walk(fresh):
             if self.allowlist.allows(modname, name, extra[modname]):
                 continue
-            if "." not in name and _watched(value):
+            if "." not in name and not isinstance(value, _CODE):
                 watched[modname][name] = value
             if isinstance(value, CONTAINERS):
                 self.containers[f"{modname}:{label}"] = [value, len(value), modname, name]
         self.modules += [_Module(n, m, watched[n]) for n, m in fresh]
+        self._index()
+
+    def _index(self) -> None:
+        """Flat lists for the lock-free fast path (rebuilt after any change)."""
+        entries = list(self.containers.values())
+        self._sized = [m.ns for m in self.modules] + [e[0] for e in entries]
+        self._lengths = [m.n for m in self.modules] + [e[1] for e in entries]
+        pairs = [(m.ns, k, v) for m in self.modules for k, v in m.last.items() if v is not _MISSING]
+        self._where = [p[0] for p in pairs]
+        self._names = [p[1] for p in pairs]
+        self._values = [p[2] for p in pairs]
 
     def thread_exit(self, info: RequestInfo) -> list[Finding]:
         # In the thread that ran the request, right after its response was closed: on the
         # async worker this is earlier than after_request (the WSGI bridge's pool thread).
+        # The common case — nothing changed — reads only, without the lock, in C loops:
+        # the sizes of the namespaces and containers, each watched name's value.
+        if (
+            self.ready
+            and len(sys.modules) == self.nmods
+            and list(map(len, self._sized)) == self._lengths
+            and all(map(_is, map(dict.get, self._where, self._names), self._values))
+        ):
+            return []
         with self._lock:
             return self._check()
 
@@ -241,7 +262,7 @@ class GlobalsChecker(Checker):
         findings: list[Finding] = []
         for mod in self.modules:
             ns = mod.ns
-            if len(ns) != mod.n or not all(map(_is, ns.values(), mod.values)):
+            if len(ns) != mod.n or any(ns.get(k, _MISSING) is not v for k, v in mod.last.items()):
                 findings += self._rebound(mod)
         for label, entry in self.containers.items():
             n = len(entry[0])
@@ -255,33 +276,43 @@ class GlobalsChecker(Checker):
                     )
                 )
             entry[1] = n
+        self._index()
         return findings
 
     def _rebound(self, mod: _Module) -> list[Finding]:
         now = dict(mod.ns)  # one C-level copy: safe while other threads run
         extra = set(getattr(mod.module, "__isolation_allow__", ()) or ())
         findings = []
-        names = list(mod.last) + [n for n in now if n not in mod.last]
-        for name in names:
+        fresh = [
+            n
+            for n, v in now.items()
+            if n not in mod.last
+            and not (n.startswith("__") and n.endswith("__"))
+            and not isinstance(v, _CODE)
+            and not self.allowlist.allows(mod.name, n, extra)
+        ]
+        for name in [*mod.last, *fresh]:
             old, new = mod.last.get(name, _MISSING), now.get(name, _MISSING)
-            if old is new or (name.startswith("__") and name.endswith("__")):
-                continue
-            if name not in mod.last and (not _watched(new) or self.allowlist.allows(mod.name, name, extra)):
+            if old is new:
                 continue
             mod.last[name] = new
             label = f"{mod.name}.{name}"
-            what = "added" if old is _MISSING else "deleted" if new is _MISSING else "rebound"
+            if old is _MISSING and name in mod.code:
+                what, was = "rebound", "code"  # e.g. a function replaced by data
+            else:
+                what = "added" if old is _MISSING else "deleted" if new is _MISSING else "rebound"
+                was = _describe(old)
             findings.append(
                 Finding(
                     "global-rebound",
-                    f"module global {label} {what} during the request ({_describe(old)} -> {_describe(new)})",
+                    f"module global {label} {what} during the request ({was} -> {_describe(new)})",
                     {"module": mod.name, "name": name, "change": what, "_module": mod},
                     self.name,
                 )
             )
             if isinstance(new, CONTAINERS):
                 self.containers[f"{mod.name}:{name}"] = [new, len(new), mod.name, name]
-        mod.sync()
+        mod.n = len(now)
         return findings
 
     def repair(self, finding: Finding) -> bool:
@@ -301,5 +332,6 @@ class GlobalsChecker(Checker):
         mod.last[name] = old
         if isinstance(old, CONTAINERS):
             self.containers[f"{mod.name}:{name}"] = [old, len(old), mod.name, name]
-        mod.sync()
+        mod.n = len(mod.ns)
+        self._index()
         return True

@@ -52,6 +52,10 @@ class _Bucket:
         self.records: dict[int, tuple[Any, object, weakref.ref[Any] | None, Any]] = {}
 
 
+class _ThreadBucket(threading.local):
+    bucket: _Bucket | None = None  # a class default: no AttributeError on the hot path
+
+
 def _pending(session: Any) -> int:
     return len(session.new) + len(session.dirty) + len(session.deleted)
 
@@ -65,7 +69,7 @@ class SQLAlchemyChecker(Checker):
         self.nmods = -1
         #: id(connection record) -> a token unique to its current checkout
         self._out: dict[int, object] = {}
-        self._tls = threading.local()
+        self._tls = _ThreadBucket()
 
     def after_load(self, app: Any) -> list[Finding]:
         self.active = "sqlalchemy" in sys.modules
@@ -79,6 +83,9 @@ class SQLAlchemyChecker(Checker):
         event.listen(Session, "transient_to_pending", self._on_pending)
         event.listen(Pool, "checkout", self._on_checkout)
         event.listen(Pool, "checkin", self._on_checkin)
+        from sqlalchemy.util import ThreadLocalRegistry
+
+        self._thread_registry = ThreadLocalRegistry
         self._scan()
         return []
 
@@ -106,7 +113,7 @@ class SQLAlchemyChecker(Checker):
             if bucket is None:
                 bucket = info.extra[_KEY] = _Bucket()
             return bucket
-        bucket = getattr(self._tls, "bucket", None)
+        bucket = self._tls.bucket
         if bucket is None or len(bucket.sessions) + len(bucket.records) > _MAX_BUCKET:
             bucket = self._tls.bucket = _Bucket()
         return bucket
@@ -134,7 +141,7 @@ class SQLAlchemyChecker(Checker):
         if len(sys.modules) != self.nmods:
             self._scan()
         bucket = info.extra.pop(_KEY, None)
-        local = getattr(self._tls, "bucket", None)
+        local = self._tls.bucket
         if local is not None:
             self._tls.bucket = None
             if bucket is None:
@@ -181,13 +188,11 @@ class SQLAlchemyChecker(Checker):
         return self._out.get(id(entry[0])) is entry[1]
 
     def _scoped(self, bucket: _Bucket | None) -> list[Finding]:
-        from sqlalchemy.util import ThreadLocalRegistry
-
         findings = []
         used = bucket.sessions if bucket is not None else {}
         for label, scoped in self.scoped:
             registry = scoped.registry
-            if isinstance(registry, ThreadLocalRegistry):
+            if isinstance(registry, self._thread_registry):
                 left = [registry()] if registry.has() else []
             else:
                 left = [s for s in list(registry.registry.values()) if id(s) in used]
@@ -212,9 +217,7 @@ class SQLAlchemyChecker(Checker):
         if finding.kind == "sqlalchemy-scoped-session":
             scoped = details["_scoped"]
             registry = scoped.registry
-            from sqlalchemy.util import ThreadLocalRegistry
-
-            if isinstance(registry, ThreadLocalRegistry):
+            if isinstance(registry, self._thread_registry):
                 scoped.remove()
             else:
                 for key, session in list(registry.registry.items()):

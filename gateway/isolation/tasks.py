@@ -33,7 +33,6 @@ class AsyncTaskChecker(Checker):
     def __init__(self) -> None:
         self.spawned: dict[str, list[asyncio.Task[Any]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending: dict[int, list[asyncio.Task[Any]]] = {}
 
     def _install(self) -> None:
         loop = asyncio.get_running_loop()
@@ -60,19 +59,20 @@ class AsyncTaskChecker(Checker):
         running = [t for t in tasks if not t.done()]
         if not running:
             return []
-        self._pending[id(running)] = running
         return [
             Finding(
                 "task-leak",
                 f"{len(running)} task(s) started by the request still running: "
                 + ", ".join(_describe(t) for t in running[:5]),
-                {"tasks": [_describe(t) for t in running], "_key": id(running)},
+                # the task objects travel with the finding (repair cancels them); nothing is
+                # kept here, so findings under the "log" policy hold no memory afterwards
+                {"tasks": [_describe(t) for t in running], "_running": running},
                 self.name,
             )
         ]
 
     def repair(self, finding: Finding) -> bool:
-        running = self._pending.pop(finding.details.get("_key", -1), [])
+        running = finding.details.get("_running", [])
         for task in running:
             task.cancel()
         return bool(running)

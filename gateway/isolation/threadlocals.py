@@ -48,6 +48,13 @@ def track(local: _L, label: str | None = None) -> _L:
     return local
 
 
+class _State(threading.local):
+    """Per thread: requests in flight on it, and the copies taken when the first began."""
+
+    depth = 0
+    snap: list[tuple[str, Any, dict[str, Any]]] | None = None
+
+
 def _is_local(value: Any) -> bool:
     return issubclass(type(value), LOCAL_TYPES)
 
@@ -60,7 +67,7 @@ class ThreadLocalChecker(Checker):
         self.locals: list[tuple[str, Any]] = []
         self.nmods = -1
         self.ntracked = 0
-        self._state = threading.local()  # ours, in gateway: never an app global
+        self._state = _State()  # ours, in gateway: never an app global
         self._library_seen: set[str] = set()
         self._library_locals: set[int] = set()
 
@@ -98,19 +105,22 @@ class ThreadLocalChecker(Checker):
     def thread_enter(self, info: RequestInfo) -> None:
         if len(sys.modules) != self.nmods or len(_tracked) != self.ntracked:
             self._scan()
+        if not self.locals:
+            return
         st = self._state
-        depth = getattr(st, "depth", 0)
+        depth = st.depth
         st.depth = depth + 1
         if depth == 0:
             st.snap = [(label, obj, dict(vars(obj))) for label, obj in self.locals] if self.locals else None
 
     def thread_exit(self, info: RequestInfo) -> list[Finding]:
         st = self._state
-        depth = getattr(st, "depth", 1) - 1
-        st.depth = max(depth, 0)
+        if st.depth == 0:
+            return []  # nothing tracked when this request began
+        depth = st.depth = st.depth - 1
         if depth > 0:
             return []  # other requests still running on this thread (event loop)
-        snap, st.snap = getattr(st, "snap", None), None
+        snap, st.snap = st.snap, None
         if not snap:
             return []
         findings = []

@@ -153,6 +153,8 @@ class WorkerControl:
         request limit (the last tenth) only asks for the replacement early.
         """
         self.requests += 1
+        if self.recycling == "leak":
+            return True  # the isolation layer found a leak: take no more work (recycle policy)
         limit = self.request_limit
         if limit:
             if self.requests >= limit:

@@ -1,0 +1,181 @@
+"""The layer in process: hook dispatch per worker model, thread findings repaired in the
+thread that made them, policies, failing checkers disabled, inactive checkers dropped,
+the bridge's thread hooks, and ``build_layer``'s checker lists."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import sys
+import threading
+
+import pytest
+
+from gateway.errors import ConfigError
+from gateway.isolation import Checker, Finding, IsolationLayer, RequestInfo
+from gateway.isolation.base import current_request
+from gateway.isolation.setup import build_layer, checker_names
+from gateway.wsgi.bridge import bridge_wsgi
+
+
+class Recorder(Checker):
+    """Reports ``kind`` from ``thread_exit`` and notes which thread did what."""
+
+    name = "recorder"
+
+    def __init__(self, kind: str = "thing-leak") -> None:
+        self.kind = kind
+        self.calls: list[tuple[str, str]] = []
+
+    def _note(self, what: str) -> None:
+        self.calls.append((what, threading.current_thread().name))
+
+    def thread_enter(self, info):
+        self._note("enter")
+
+    def thread_exit(self, info):
+        self._note("exit")
+        return [Finding(self.kind, "left a thing", {}, self.name)]
+
+    def repair(self, finding):
+        self._note("repair")
+        return True
+
+
+def info(worker="sync", interface="wsgi") -> RequestInfo:
+    return RequestInfo("GET", "/x", "r1", worker, interface)
+
+
+def test_thread_hooks_run_in_place_on_the_sync_worker():
+    rec = Recorder()
+    layer = IsolationLayer([rec], {"thing-leak": "repair"})
+    req = info()
+    layer.before_request(req)
+    assert layer.after_request(req) == []
+    me = threading.current_thread().name
+    assert rec.calls == [("enter", me), ("exit", me), ("repair", me)]
+    assert layer.counts == {"thing-leak": 1}
+
+
+def test_thread_findings_from_another_thread_are_repaired_there():
+    rec = Recorder()
+    layer = IsolationLayer([rec], {"thing-leak": "repair"})
+    req = info("async", "wsgi")  # WSGI on the async worker: the bridge runs the hooks
+    layer.before_request(req)
+    assert rec.calls == []
+    worker = threading.Thread(target=layer.thread_exit, args=(req,), name="pool-1")
+    worker.start()
+    worker.join()
+    assert rec.calls == [("exit", "pool-1"), ("repair", "pool-1")]
+    layer.after_request(req)
+    assert rec.calls[-1] == ("repair", "pool-1")  # not repaired twice
+    assert layer.counts == {"thing-leak": 1}
+
+
+@pytest.mark.parametrize("policy", ["log", "recycle", "fail"])
+def test_policies(policy):
+    recycled = []
+    layer = IsolationLayer([Recorder()], default_policy=policy, on_recycle=recycled.append)
+    req = info("async", "asgi")
+    layer.before_request(req)
+    failing = layer.after_request(req)
+    assert [f.kind for f in failing] == (["thing-leak"] if policy == "fail" else [])
+    assert recycled == (["leak"] if policy == "recycle" else [])
+    assert layer.buffering == (policy == "fail")
+
+
+def test_failing_checker_is_disabled_and_requests_go_on(caplog):
+    class Broken(Checker):
+        name = "broken"
+
+        def thread_exit(self, info):
+            raise RuntimeError("boom")
+
+    rec = Recorder()
+    layer = IsolationLayer([Broken(), rec])
+    for _ in range(2):
+        req = info()
+        layer.before_request(req)
+        layer.after_request(req)
+    assert [c.name for c in layer.checkers] == ["recorder"]
+    assert "isolation checker broken failed in thread_exit; disabling it" in caplog.text
+
+
+def test_inactive_checkers_are_dropped_and_idle_hooks_never_called():
+    class Idle(Checker):
+        def after_load(self, app):
+            self.active = False
+            return []
+
+    layer = IsolationLayer([Idle()])
+    layer.after_load(object())
+    assert not layer.enabled
+    rec = Recorder()
+    layer = IsolationLayer([rec])
+    assert layer._before_request == [] and layer._after_request == []
+    assert layer._thread_enter == [rec] == layer._thread_exit
+
+
+def test_bridge_runs_the_thread_hooks_in_its_pool_thread():
+    def app(environ, start_response):
+        assert current_request() is not None
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"hi"]
+
+    def broken(environ, start_response):
+        raise ValueError("app bug")
+
+    async def serve(asgi, layer):
+        req = info("async", "wsgi")
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "GET", "path": "/x", "query_string": b"", "root_path": "",
+                 "headers": [], "http_version": "1.1", "scheme": "http"}  # fmt: skip
+
+        async def request():
+            layer.before_request(req)
+            try:
+                await asgi(scope, receive, send)
+            except ValueError:
+                pass
+            layer.after_request(req)
+
+        await asyncio.get_running_loop().create_task(request(), context=contextvars.Context())
+        return sent
+
+    for target in (app, broken):
+        rec = Recorder()
+        layer = IsolationLayer([rec], {"thing-leak": "repair"})
+        sent = asyncio.run(serve(bridge_wsgi(target, threads=1), layer))
+        assert [what for what, _ in rec.calls] == ["enter", "exit", "repair"]
+        assert {thread for _, thread in rec.calls} != {threading.current_thread().name}
+        assert layer.counts == {"thing-leak": 1}
+        if target is app:
+            assert b"hi" in [m.get("body") for m in sent]
+
+
+def test_checker_names():
+    assert checker_names("none") == []
+    assert checker_names("all") == ["globals", "threadlocals", "tasks", "django", "sqlalchemy", "memory"]
+    assert checker_names("globals, memory") == ["globals", "memory"]
+    auto = checker_names("auto")  # the framework checkers, when the app uses the framework
+    assert [n for n in auto if n not in ("django", "sqlalchemy")] == []
+    assert ("django" in auto) == ("django" in sys.modules)
+    assert ("sqlalchemy" in auto) == ("sqlalchemy" in sys.modules)
+    with pytest.raises(ConfigError, match="unknown isolation checker"):
+        checker_names("globals,nope")
+
+
+def test_build_layer_with_a_user_checker():
+    layer = build_layer("none", ("iso_checkers:make",), {}, "log", worker="sync")
+    assert [c.name for c in layer.checkers] == ["custom"]
+    with pytest.raises(ConfigError, match=r"did not return a gateway\.isolation\.Checker"):
+        build_layer("none", ("iso_wsgi:REQUEST_VAR.get",), {}, "log", worker="sync")
+    with pytest.raises(ConfigError, match="iso_wsgi:app could not make an isolation checker"):
+        build_layer("none", ("iso_wsgi:app",), {}, "log", worker="sync")
