@@ -275,7 +275,8 @@ def test_check_prints_what_would_run_without_binding(sock_dir, app, interface, w
     assert rows["read timeout"] == "2s" and rows["request timeout"] == "off"
     assert rows["max requests"] == "500 (+ up to 50)" and rows["max memory"] == "256M"
     assert rows["isolation policies"] == "leak=recycle, default repair"
-    assert ("tasks" in rows["isolation checkers"]) == (worker == "async")
+    # default "auto": only the framework checkers of libraries the app imported (none here)
+    assert rows["isolation checkers"] == "none"
     assert proc.out.rstrip().endswith("fcgi-gateway check: OK")
     assert not sock.exists()  # nothing bound
 
