@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import threading
 import time
@@ -45,14 +46,8 @@ class Running:
 
 def log_slow(describe: str, elapsed: float, stack: str) -> None:
     slow_logger.warning(
-        "slow request (%.1fs so far, pid %d): %s\n%s", elapsed, _pid(), describe, stack.rstrip()
+        "slow request (%.1fs so far, pid %d): %s\n%s", elapsed, os.getpid(), describe, stack.rstrip()
     )
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()
 
 
 def _request_stack(frame: Any) -> str:

@@ -211,6 +211,11 @@ class ASGICycle:
             self.finish(self.conn.end_request(self.rid, 1))
         self._wake()
 
+    @property
+    def request_id(self) -> str:
+        """Worker pid, connection serial and FastCGI id: unique within the pool's lifetime."""
+        return f"{os.getpid()}-{self.proto.serial}-{self.rid}"
+
     def describe(self) -> str:
         scope = self.scope
         qs = scope["query_string"]
@@ -221,7 +226,7 @@ class ASGICycle:
         info = None
         if layer is not None:
             info = RequestInfo(
-                self.scope["method"], self.scope["path"], f"{os.getpid()}-{self.proto.serial}-{self.rid}",
+                self.scope["method"], self.scope["path"], self.request_id,
                 "async", self.proto.server.interface,
             )  # fmt: skip
             layer.before_request(info)

@@ -481,7 +481,7 @@ class AsyncWorker:
                 cycle.status,
                 cycle.sent,
                 time.monotonic() - cycle.t0,
-                f"{os.getpid()}-{cycle.proto.serial}-{cycle.rid}",
+                cycle.request_id,
             )
         if self.slot is not None:
             self.slot.finish(still_busy=len(self.tasks) > 1)
