@@ -226,8 +226,11 @@ class StatusPages:
                 uri = value
             elif name == b"SCRIPT_NAME":
                 script = value
-        uri = uri or script
-        path, _, query = uri.decode("latin-1").partition("?")
+        return self.answer_uri((uri or script).decode("latin-1"))
+
+    def answer_uri(self, uri: str) -> bytes | None:
+        """``answer`` for a request URI (path and query) already decoded as latin-1."""
+        path, _, query = uri.partition("?")
         if path not in self.paths:
             return None
         if path == self.ping_path:

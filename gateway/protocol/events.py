@@ -11,12 +11,14 @@ from typing import NamedTuple
 
 
 class RequestReceived(NamedTuple):
-    """BEGIN_REQUEST and the complete PARAMS stream of a request have arrived."""
+    """BEGIN_REQUEST and the complete PARAMS stream of a request have arrived. ``params``
+    is the ordered multi-list of name-value pairs: ``bytes``, or latin-1 ``str`` from a
+    codec built with ``text_params``."""
 
     request_id: int
     role: int
     keep_conn: bool
-    params: list[tuple[bytes, bytes]]
+    params: list[tuple[bytes, bytes]] | list[tuple[str, str]]
 
 
 class StdinReceived(NamedTuple):

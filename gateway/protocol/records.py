@@ -25,6 +25,11 @@ _BEGIN_BODY = struct.Struct("!HB5x")
 _END_BODY = struct.Struct("!LB3x")
 _LEN4 = struct.Struct("!L")
 
+try:  # the optional C decoder (setup.py builds it; see _pairs.c for why it exists)
+    from ._pairs import decode as _c_decode
+except ImportError:  # not built (no C compiler): the pure-Python decoder below
+    _c_decode = None
+
 unpack_header = _HEADER.unpack_from
 pack_header = _HEADER.pack
 
@@ -128,16 +133,42 @@ def encode_pairs(pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
     return bytes(out)
 
 
-def decode_pairs(data: bytes | bytearray, max_count: int | None = None) -> list[tuple[bytes, bytes]]:
-    """Parse a complete name-value pairs body into an ordered multi-list of bytes.
+def decode_pairs(
+    data: bytes | bytearray, max_count: int | None = None, text: bool = False
+) -> list[tuple[bytes, bytes]] | list[tuple[str, str]]:
+    """Parse a complete name-value pairs body into an ordered multi-list.
 
-    Raises RemoteProtocolError for a truncated body or more than ``max_count`` pairs.
-    (Hot path: one bounds check at the end instead of one per pair; slicing ``bytes``
-    already copies, so no ``bytes()`` around it.)
+    Pairs are ``bytes`` or, with ``text``, latin-1 ``str`` (the CGI/WSGI "native string"
+    form). Raises RemoteProtocolError for a truncated body or more than ``max_count``
+    pairs. Uses the C decoder when built; any body it rejects goes through the Python
+    one, which raises the precise error.
+    """
+    if _c_decode is not None:
+        if type(data) is not bytes:
+            data = bytes(data)
+        try:
+            pairs = _c_decode(data, text)
+        except ValueError:
+            return py_decode_pairs(data, max_count, text)
+        if max_count is not None and len(pairs) > max_count:
+            raise RemoteProtocolError(f"more than {max_count} name-value pairs", 431)
+        return pairs
+    return py_decode_pairs(data, max_count, text)
+
+
+def py_decode_pairs(
+    data: bytes | bytearray, max_count: int | None = None, text: bool = False
+) -> list[tuple[bytes, bytes]] | list[tuple[str, str]]:
+    """The pure-Python ``decode_pairs`` (the reference; used when _pairs is not built).
+
+    With ``text`` the whole body is decoded once and sliced, since latin-1 maps byte
+    offsets to the same character offsets (cheaper than a decode per name and value).
+    One bounds check at the end instead of one per pair; slicing already copies.
     """
     if type(data) is not bytes:
         data = bytes(data)
-    pairs: list[tuple[bytes, bytes]] = []
+    src: bytes | str = data.decode("latin-1") if text else data
+    pairs: list = []
     append = pairs.append
     unpack = _LEN4.unpack_from
     pos = 0
@@ -158,7 +189,7 @@ def decode_pairs(data: bytes | bytearray, max_count: int | None = None) -> list[
                 pos += 1
             mid = pos + n
             pos = mid + v
-            append((data[mid - n : mid], data[mid:pos]))
+            append((src[mid - n : mid], src[mid:pos]))
     except (IndexError, struct.error):
         raise RemoteProtocolError("truncated name-value pair length") from None
     if pos > end:
@@ -179,5 +210,6 @@ __all__ = [
     "encode_record",
     "encode_stream",
     "pack_header",
+    "py_decode_pairs",
     "unpack_header",
 ]

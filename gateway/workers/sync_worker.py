@@ -21,6 +21,7 @@ after the current request, closes idle connections and returns.
 
 from __future__ import annotations
 
+import _socket
 import contextvars
 import errno
 import logging
@@ -65,6 +66,7 @@ IDLE_CLOSE_S = 0.02
 #: Longest wait for the rest of a body we no longer need before closing anyway.
 LINGER_S = 2.0
 EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
+_SOCK_STREAM = int(socket.SOCK_STREAM)
 
 
 class _Conn:
@@ -82,7 +84,7 @@ class _Conn:
         "sock",
     )
 
-    def __init__(self, sock: socket.socket, codec: FastCGIConnection) -> None:
+    def __init__(self, sock: _socket.socket, codec: FastCGIConnection) -> None:
         self.poisoned = 0.0
         self.sock = sock
         self.fd = sock.fileno()
@@ -125,6 +127,19 @@ class SyncWorker:
         self.requests_served = 0
         self._conns: dict[int, _Conn] = {}
         self._listeners: dict[int, socket.socket] = {}
+        self._families: dict[int, int] = {}
+        # Per-connection and per-request constants, looked up once (hot path).
+        self._codec_options: dict[str, Any] = {
+            "multiplex": False,
+            "max_conns": config.max_connections,
+            "max_reqs": 1,
+            "max_params_bytes": config.max_params_bytes,
+            "max_params_count": config.max_params_count,
+            "max_requests": config.max_requests_per_connection,
+            "text_params": True,
+        }
+        self._max_connections = config.max_connections
+        self._veto = self._keepalive_veto
         self._base = {
             "wsgi.version": (1, 0),
             "wsgi.multithread": self.multithread,
@@ -173,6 +188,7 @@ class SyncWorker:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self._io_timeout)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self._io_timeout)
             self._listeners[sock.fileno()] = sock
+            self._families[sock.fileno()] = int(sock.family)
             ep.register(sock.fileno(), select.EPOLLIN | EPOLLEXCLUSIVE)
             logger.info("serving WSGI on %s (sync worker)", describe(sock))
         ep.register(rfd, select.EPOLLIN)
@@ -288,6 +304,7 @@ class SyncWorker:
     def _accept(self, listener: socket.socket) -> None:
         """Accept and serve connections while the backlog has some (bounded, so that idle
         keep-alive connections with a new request are not starved)."""
+        family = self._families[listener.fileno()]  # socket.family is a slow property
         for _ in range(ACCEPT_BURST):
             if (self.signal_received is not None and not self.stopping) or self.draining:
                 return
@@ -304,27 +321,21 @@ class SyncWorker:
             # getsockname() per connection. TCP connections inherit the kernel I/O timeouts
             # set on the listener (see run()); unix ones rely on nginx's own timeouts and on
             # the read/keep-alive sweeps.
-            sock = socket.socket(listener.family, socket.SOCK_STREAM, 0, fd)
-            cfg = self.config
+            # The C socket type: socket.socket's Python-level __init__/close cost ~0.7 us a
+            # connection, and nothing here needs its extras (makefile, context manager).
+            sock = _socket.socket(family, _SOCK_STREAM, 0, fd)
             if self._filter is not None and not self._filter.allowed(_addr):
                 logger.warning("connection from %s refused: not in --allowed-clients", _addr[0])
                 sock.close()
                 continue
-            if len(self._conns) >= cfg.max_connections:
+            if len(self._conns) >= self._max_connections:
                 logger.warning(
                     "connection refused: %d connections open (--max-connections)", len(self._conns)
                 )
                 sock.close()
                 continue
-            codec = FastCGIConnection(
-                multiplex=False,
-                max_conns=cfg.max_connections,
-                max_reqs=1,
-                max_params_bytes=cfg.max_params_bytes,
-                max_params_count=cfg.max_params_count,
-                max_requests=cfg.max_requests_per_connection,
-            )
-            codec.keepalive_veto = self._keepalive_veto
+            codec = FastCGIConnection(**self._codec_options)
+            codec.keepalive_veto = self._veto
             conn = _Conn(sock, codec)
             conn.idle_since = time.monotonic()
             if self.slot is not None:
@@ -437,24 +448,26 @@ class SyncWorker:
             self._wait_for(conn)
 
     def _serve(self, conn: _Conn, req: RequestReceived) -> None:
+        stream = conn.input
+        config = self.config
+        environ = build_environ(req.params, self._base, root_path=config.root_path)  # type: ignore[arg-type]
         if self.pages is not None:
-            reply = self.pages.answer(req.params)
+            uri = environ.get("REQUEST_URI") or environ["SCRIPT_NAME"] + environ["PATH_INFO"]
+            reply = self.pages.answer_uri(uri)
             if reply is not None:
                 conn.input = None
                 self._send_or_drop(conn, conn.codec.send_response(req.request_id, reply))
                 return
-        stream = conn.input
-        environ = build_environ(req.params, self._base, root_path=self.config.root_path)
         environ["wsgi.input"] = stream
         environ["wsgi.errors"] = self._errors
-        limit = self.config.max_body_bytes
+        limit = config.max_body_bytes
         if limit is not None and int(environ.get("CONTENT_LENGTH") or 0) > limit:
             logger.warning("request body over --max-body-size (%d bytes): 413", limit)
             self._send_or_drop(conn, conn.codec.send_response(req.request_id, error_response(413), 1))
             conn.input = None
             return
-        responder = WSGIResponder(conn.codec, req.request_id, conn.sock, environ, self.config.debug)
-        if self.config.forward_stderr:
+        responder = WSGIResponder(conn.codec, req.request_id, conn.sock, environ, config.debug)
+        if config.forward_stderr:
             environ["wsgi.errors"] = ErrorStream(responder.forward_stderr)
         access = self.access
         if access is not None:

@@ -45,7 +45,7 @@ from a2wsgi import WSGIMiddleware
 
 from ..isolation.base import enter_app_thread, exit_app_thread
 from ..response import wsgi_header_block
-from .environ import build_environ
+from .environ import build_environ, text_params
 from .streams import ClientDisconnected, ErrorStream, FileWrapper, InputStream
 
 logger = logging.getLogger("gateway.error")
@@ -163,7 +163,7 @@ def _reinject(app: Any, multiprocess: bool = True) -> Any:
         if scope is not None:
             fcgi = scope.get("extensions", {}).get("fastcgi")
             if fcgi is not None:
-                own = build_environ(fcgi["params"], {}, root_path=scope.get("root_path", ""))
+                own = build_environ(text_params(fcgi["params"]), {}, root_path=scope.get("root_path", ""))
                 for key in [k for k in environ if "." not in k and k not in own]:
                     del environ[key]
                 environ.update(own)

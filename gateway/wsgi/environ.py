@@ -45,22 +45,26 @@ def split_path(full: str, root_path: str) -> tuple[str, str]:
     return root_path, full
 
 
+def text_params(params: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """``bytes`` params (the async codec's) as latin-1 native strings, for build_environ."""
+    return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in params]
+
+
 def build_environ(
-    params: list[tuple[bytes, bytes]],
+    params: list[tuple[str, str]],
     base: dict[str, Any],
     *,
     root_path: str = "",
 ) -> dict[str, Any]:
-    """A new environ: ``base`` (the wsgi.* constants, copied) plus the request's params."""
+    """A new environ: ``base`` (the wsgi.* constants, copied) plus the request's params,
+    given as latin-1 ``str`` pairs (a codec built with ``text_params``, or text_params())."""
     environ = base.copy()
     # One C-level pass for the common case; repeated names (two Cookie lines) show up as
     # a size mismatch and take the slow path that joins them.
-    environ.update([(n.decode("latin-1"), v.decode("latin-1")) for n, v in params])
+    environ.update(params)
     if len(environ) != len(base) + len(params):
         environ = base.copy()
-        for name, value in params:
-            key = name.decode("latin-1")
-            val = value.decode("latin-1")
+        for key, val in params:
             if key in environ and key[:5] == "HTTP_":
                 environ[key] = environ[key] + _JOIN.get(key, ", ") + val
             else:

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from gateway.wsgi.environ import build_environ
+from typing import Any
+
+from gateway.wsgi.environ import build_environ as _build_environ
+from gateway.wsgi.environ import text_params
 from tests.capture import captured_requests
+
+
+def build_environ(params: list[tuple[bytes, bytes]], base: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    """The params as the sync worker's codec delivers them (latin-1 str), from bytes."""
+    return _build_environ(text_params(params), base, **kw)
+
 
 REQ = captured_requests()
 BASE = {"wsgi.version": (1, 0), "wsgi.run_once": False}
