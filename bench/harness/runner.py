@@ -1,0 +1,274 @@
+"""The run: which rows to measure, and measuring them.
+
+:func:`plan_rows` keeps the (scenario, backend) rows whose server and framework the
+interpreter has. :class:`BenchRun` starts one nginx for all rows, then goes through the
+scenarios in groups that share backend processes (same app family and worker count;
+a memory scenario is a group of its own, on fresh processes): start the group's
+backends, check each row once, read their idle memory, then per scenario either the
+throughput rounds (a warm-up run per row, then ``--rounds`` x one run per row, A B C A B C)
+or the memory requests (a few big requests per row, one at a time, with the worker's RSS
+sampled), then the memory after. :func:`run` is the whole of it, for ``main``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from .backends import APPS_BY_FAMILY, BACKEND, BACKENDS, REFERENCE, backend_command
+from .environment import backend_env, machine_info, probe
+from .load import Load, check_response, memory_request
+from .nginx import find_nginx, nginx_errors_by_port, start_nginx
+from .procs import Instance, PeakWatch, RssReading, RssSampler, cpu_seconds, rss_reading, stop_group
+from .results import Row
+from .scenarios import (
+    MEMORY_BYTES,
+    MEMORY_REQUESTS,
+    MEMORY_TIMEOUT_S,
+    SCENARIO,
+    Scenario,
+    app_for,
+    startup_check,
+)
+
+InstanceKey = tuple[str, str, int, str]  # backend, app, workers, own scenario ("" when shared)
+
+
+def plan_rows(args: argparse.Namespace, available: dict[str, bool]) -> tuple[list[Scenario], list[Row]]:
+    """The (scenario, backend) rows to measure; rows whose server or framework is not
+    installed are left out (and listed)."""
+    scenarios = [SCENARIO[n] for n in args.scenarios]
+    rows, skipped = [], []
+    for sc in scenarios:
+        for name in sc.backends:
+            if args.only and name not in args.only:
+                continue
+            backend = BACKEND[name]
+            app = app_for(sc, backend)
+            if app is None:
+                continue
+            needs = [*backend.requires, *APPS_BY_FAMILY[sc.family][1]]
+            missing = [n for n in needs if not available.get(n)]
+            if missing:
+                skipped.append(f"{sc.name}/{name} ({', '.join(missing)} not installed)")
+                continue
+            workers = sc.workers if backend.multiprocess else 1
+            rows.append(Row(sc.name, name, backend.protocol, backend.interface, workers, sc.keep_conn, app))
+    if skipped:
+        print("not measured:", "; ".join(skipped), flush=True)
+    return [s for s in scenarios if any(r.scenario == s.name for r in rows)], rows
+
+
+def group_key(sc: Scenario) -> tuple[str, int, str]:
+    """Adjacent scenarios with the same key run on the same backend processes."""
+    return (sc.family, sc.workers, sc.name if sc.own_processes else "")
+
+
+def record_memory(row: Row, idle: RssReading, peak: PeakWatch, after: RssReading) -> None:
+    """The row's memory fields from the idle and the final reading and the peak since idle
+    (``row.rss_worker_peak_mib`` may already hold a sampled peak)."""
+    row.processes = after.processes
+    row.rss_total_idle_mib, row.rss_total_after_mib = idle.total_mib, after.total_mib
+    row.rss_worker_idle_mib, row.rss_worker_after_mib = idle.worker_mib, after.worker_mib
+    seen = [v for v in (row.rss_worker_peak_mib, peak.peak_mib(), after.worker_mib) if v is not None]
+    row.rss_worker_peak_mib = max(seen) if seen else None
+    if row.rss_worker_peak_mib is not None and idle.worker_mib is not None:
+        row.rss_worker_growth_mib = row.rss_worker_peak_mib - idle.worker_mib
+
+
+class BenchRun:
+    """One run: the backends of each scenario group, one nginx in front of all of them."""
+
+    def __init__(
+        self, args: argparse.Namespace, rows: list[Row], scenarios: list[Scenario], client: str
+    ) -> None:
+        self.args = args
+        self.rows = rows
+        self.scenarios = scenarios
+        self.tmp = Path(tempfile.mkdtemp(prefix="fcgi-bench-"))
+        (self.tmp / "sock").mkdir()
+        (self.tmp / "logs").mkdir()
+        self.env = backend_env(args.project, self.tmp / "data")
+        self.load = Load(client, self.tmp)
+        self.error_log = self.tmp / "nginx" / "error.log"
+        self.ports: dict[tuple[str, str], int] = {}
+        # One process (tree) per (backend, app, workers): scenarios of one group share it.
+        self.instances: dict[InstanceKey, Instance] = {}
+        for row in rows:
+            key = self._key(row)
+            if key not in self.instances:
+                n = len(self.instances)
+                sock = str(self.tmp / "sock" / f"{n}.sock")
+                cmd = backend_command(
+                    BACKEND[row.backend], args.python, sock, row.app, row.workers, tuple(args.gateway_args)
+                )
+                log = self.tmp / "logs" / f"{n}-{row.backend}.log"
+                self.instances[key] = Instance(BACKEND[row.backend], row.app, row.workers, sock, cmd, log)
+            row.command = self.instances[key].command
+
+    @staticmethod
+    def _key(row: Row) -> InstanceKey:
+        own = SCENARIO[row.scenario].own_processes
+        return (row.backend, row.app, row.workers, row.scenario if own else "")
+
+    def _pid(self, row: Row) -> int:
+        proc = self.instances[self._key(row)].proc
+        assert proc is not None
+        return proc.pid
+
+    def execute(self, nginx: str) -> None:
+        nginx_proc = None
+        try:
+            plan = [(SCENARIO[r.scenario], self.instances[self._key(r)]) for r in self.rows]
+            nginx_proc, self.ports = start_nginx(nginx, self.tmp, plan)
+            groups: list[list[Scenario]] = []
+            for sc in self.scenarios:
+                if groups and group_key(groups[-1][0]) == group_key(sc):
+                    groups[-1].append(sc)
+                else:
+                    groups.append([sc])
+            for group in groups:
+                self.measure_group(group)
+        finally:
+            for inst in self.instances.values():
+                if inst.proc is not None and inst.proc.poll() is None:
+                    stop_group(inst.proc)
+            if nginx_proc is not None:
+                stop_group(nginx_proc)
+            if self.args.keep_tmp:
+                print(f"kept {self.tmp} (nginx config and logs, backend logs)")
+            else:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+        for sc in self.scenarios:
+            mine = [r for r in self.rows if r.scenario == sc.name]
+            ref = next((r.rps for r in mine if r.backend == REFERENCE and r.rps), None)
+            for r in mine:
+                if r.rps is not None and ref:
+                    r.ratio_to_uwsgi = r.rps / ref
+
+    def measure_group(self, group: list[Scenario]) -> None:
+        """Start the group's backends, check that each row answers right, read their idle
+        memory, then each scenario's rounds (or memory requests) and the memory after."""
+        names = {s.name for s in group}
+        rows = [r for r in self.rows if r.scenario in names]
+        running = list({id(i): i for i in (self.instances[self._key(r)] for r in rows)}.values())
+        print(f"\n== {', '.join(s.name for s in group)}: starting {len(running)} backends", flush=True)
+        for inst in running:
+            inst.start(self.env)
+        try:
+            self._start_up(rows, running)
+            idle: dict[int, RssReading] = {}
+            peaks: dict[int, PeakWatch] = {}
+            for inst in running:
+                if not inst.error and inst.proc is not None:
+                    idle[id(inst)] = rss_reading(inst.proc.pid)
+                    peaks[id(inst)] = PeakWatch(inst.proc.pid)
+            for sc in group:
+                live = [r for r in rows if r.scenario == sc.name and r.status == "ok"]
+                if live and sc.kind == "memory":
+                    self.measure_memory(sc, live)
+                elif live:
+                    self.measure_scenario(sc, live)
+                for r in live:
+                    inst = self.instances[self._key(r)]
+                    record_memory(r, idle[id(inst)], peaks[id(inst)], rss_reading(self._pid(r)))
+                    r.summarize()
+        finally:
+            for inst in running:
+                if inst.proc is not None:
+                    stop_group(inst.proc)
+
+    def _start_up(self, rows: list[Row], running: list[Instance]) -> None:
+        deadline = time.monotonic() + self.args.startup_timeout
+        for inst in running:
+            try:
+                inst.wait_listening(deadline)
+            except RuntimeError as exc:
+                inst.error = str(exc)
+                print(f"!! {inst.backend.name} ({inst.app}) {exc}:\n{inst.log_tail()}", flush=True)
+        for row in rows:
+            inst = self.instances[self._key(row)]
+            if inst.error:
+                row.status = "failed to start"
+                continue
+            port = self.ports[(row.scenario, row.backend)]
+            try:
+                check = startup_check(SCENARIO[row.scenario])
+                check_response(port, check, max(5.0, deadline - time.monotonic()))
+            except RuntimeError as exc:
+                row.status = "failed the start-up check"
+                print(f"!! {row.scenario}/{row.backend}: {exc}\n{inst.log_tail()}", flush=True)
+
+    def measure_scenario(self, sc: Scenario, rows: list[Row]) -> None:
+        """A warm-up run per row, then ``--rounds`` rounds of one run per row (A B C A B C)."""
+        print(f"-- {sc.name}: {sc.description}", flush=True)
+        mark = self.error_log.stat().st_size if self.error_log.exists() else 0
+        if self.args.warmup > 0:
+            for r in rows:
+                self.load.run(self.ports[(sc.name, r.backend)], sc, self.args.warmup, self.args.conns)
+        for n in range(self.args.rounds):
+            for r in rows:
+                pid = self._pid(r)
+                cpu = cpu_seconds(pid)
+                sample = self.load.run(
+                    self.ports[(sc.name, r.backend)], sc, self.args.seconds, self.args.conns
+                )
+                sample.cpu_s = cpu_seconds(pid) - cpu
+                r.samples.append(sample)
+                err = sample.non2xx + sample.socket_errors
+                note = f"  {err} errors" if err else ""
+                print(f"   round {n + 1}  {r.backend:20} {sample.rps:9.0f} req/s{note}", flush=True)
+        self._nginx_errors(sc, rows, mark)
+
+    def measure_memory(self, sc: Scenario, rows: list[Row]) -> None:
+        """No warm-up (the idle reading is before any big request); ``min(--rounds, 3)``
+        rounds of one request per row, one at a time, the worker's RSS sampled meanwhile."""
+        print(f"-- {sc.name}: {sc.description}", flush=True)
+        mark = self.error_log.stat().st_size if self.error_log.exists() else 0
+        for n in range(min(self.args.rounds, MEMORY_REQUESTS)):
+            for r in rows:
+                pid = self._pid(r)
+                cpu = cpu_seconds(pid)
+                with RssSampler(pid) as sampler:
+                    sample, problem = memory_request(self.ports[(sc.name, r.backend)], sc, MEMORY_TIMEOUT_S)
+                sample.cpu_s = cpu_seconds(pid) - cpu
+                r.samples.append(sample)
+                peak = sampler.peak_mib
+                if peak is not None:
+                    r.rss_worker_peak_mib = max(r.rss_worker_peak_mib or 0.0, peak)
+                took = "failed" if sample.p50_ms is None else f"{sample.p50_ms / 1000:6.2f} s"
+                seen = "-" if peak is None else f"{peak:.1f} MiB"
+                note = f"  !! {problem}" if problem else ""
+                print(f"   request {n + 1}  {r.backend:20} {took}, worker RSS up to {seen}{note}", flush=True)
+        self._nginx_errors(sc, rows, mark)
+
+    def _nginx_errors(self, sc: Scenario, rows: list[Row], mark: int) -> None:
+        logged = nginx_errors_by_port(self.error_log, mark)
+        for r in rows:
+            r.nginx_errors = logged.get(self.ports[(sc.name, r.backend)], 0)
+
+
+def run(args: argparse.Namespace) -> list[Row]:
+    nginx = find_nginx()
+    if nginx is None:
+        raise SystemExit("nginx is not installed (run without --no-install to install it)")
+    client = args.client
+    if client == "auto":
+        client = "wrk" if shutil.which("wrk") else "python"
+    wanted = {n for b in BACKENDS for n in b.requires}
+    wanted |= {m for _, mods in APPS_BY_FAMILY.values() for m in mods}
+    scenarios, rows = plan_rows(args, probe(args.python, sorted(wanted), args.project))
+    if not rows:
+        raise SystemExit(f"nothing to measure: no requested backend is installed for {args.python}")
+    meta = args.meta = machine_info(args.python, nginx, client, args.project)
+    if any(sc.kind == "memory" for sc in scenarios):
+        meta["memory_requests"] = min(args.rounds, MEMORY_REQUESTS)  # per row of a memory scenario
+        meta["memory_bytes"] = MEMORY_BYTES  # per request
+    print(f"{meta['date']}: {meta['nproc']} CPUs ({meta['cpu']}), Python {meta['python']}, {meta['nginx']}")
+    plan = f"{len(rows)} rows x {args.rounds} rounds x {args.seconds:g} s, {args.conns} connections"
+    print(f"{plan}, {meta['client']}", flush=True)
+    BenchRun(args, rows, scenarios, client).execute(nginx)
+    return rows
