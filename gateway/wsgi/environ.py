@@ -70,18 +70,21 @@ def build_environ(
             else:
                 environ[key] = val
 
-    ctype = environ.pop("HTTP_CONTENT_TYPE", None)
-    if not environ.get("CONTENT_TYPE"):
-        environ.pop("CONTENT_TYPE", None)
-        if ctype:
-            environ["CONTENT_TYPE"] = ctype
-    clen = environ.pop("HTTP_CONTENT_LENGTH", None)
-    if not environ.get("CONTENT_LENGTH"):
-        environ.pop("CONTENT_LENGTH", None)
-        if clen:
-            environ["CONTENT_LENGTH"] = clen
-    clen = environ.get("CONTENT_LENGTH")
-    if clen is not None and not (clen.isascii() and clen.isdigit()):
+    get = environ.get
+    if "HTTP_CONTENT_TYPE" in environ or not get("CONTENT_TYPE"):
+        ctype = environ.pop("HTTP_CONTENT_TYPE", None)
+        if not get("CONTENT_TYPE"):
+            environ.pop("CONTENT_TYPE", None)
+            if ctype:
+                environ["CONTENT_TYPE"] = ctype
+    clen = get("CONTENT_LENGTH")
+    if "HTTP_CONTENT_LENGTH" in environ or not clen:
+        hlen = environ.pop("HTTP_CONTENT_LENGTH", None)
+        if not clen:
+            environ.pop("CONTENT_LENGTH", None)
+            if hlen:
+                environ["CONTENT_LENGTH"] = clen = hlen
+    if clen and not (clen.isascii() and clen.isdigit()):
         del environ["CONTENT_LENGTH"]  # not a length: the body is read to its end anyway
 
     if "PATH_INFO" in environ:
@@ -93,28 +96,37 @@ def build_environ(
             if not environ["PATH_INFO"].startswith("/"):
                 environ["PATH_INFO"] = "/" + environ["PATH_INFO"]
     else:
-        uri = environ.get("REQUEST_URI")
+        uri = get("REQUEST_URI")
         if uri is not None:
-            raw, _, query = uri.partition("?")
-            full = wsgi_path(raw)
-            environ.setdefault("QUERY_STRING", query)
+            full, _, query = uri.partition("?")
+            if "%" in full:
+                full = wsgi_path(full)
+            if "QUERY_STRING" not in environ:
+                environ["QUERY_STRING"] = query
         else:
-            full = environ.get("SCRIPT_NAME", "")
-        environ["SCRIPT_NAME"], environ["PATH_INFO"] = split_path(full, root_path)
+            full = get("SCRIPT_NAME", "")
+        if root_path:
+            environ["SCRIPT_NAME"], environ["PATH_INFO"] = split_path(full, root_path)
+        else:
+            environ["SCRIPT_NAME"] = ""
+            environ["PATH_INFO"] = full
 
-    https = environ.get("HTTPS", "").lower()
-    if https and https != "off":
-        environ["wsgi.url_scheme"] = "https"
+    https = get("HTTPS")
+    if https and https.lower() != "off":
+        environ["wsgi.url_scheme"] = scheme = "https"
     else:
-        environ["wsgi.url_scheme"] = environ.get("REQUEST_SCHEME") or "http"
-    if not environ.get("SERVER_NAME"):
-        host = environ.get("HTTP_HOST", "")
+        environ["wsgi.url_scheme"] = scheme = get("REQUEST_SCHEME") or "http"
+    if not get("SERVER_NAME"):
+        host = get("HTTP_HOST", "")
         if host:
             host = host[: host.rfind(":")] if host.rfind(":") > host.rfind("]") else host
-        environ["SERVER_NAME"] = host or environ.get("SERVER_ADDR") or "localhost"
-    if not environ.get("SERVER_PORT"):
-        environ["SERVER_PORT"] = "443" if environ["wsgi.url_scheme"] == "https" else "80"
-    environ.setdefault("REQUEST_METHOD", "GET")
-    environ.setdefault("QUERY_STRING", "")
-    environ.setdefault("SERVER_PROTOCOL", "HTTP/1.1")
+        environ["SERVER_NAME"] = host or get("SERVER_ADDR") or "localhost"
+    if not get("SERVER_PORT"):
+        environ["SERVER_PORT"] = "443" if scheme == "https" else "80"
+    if "REQUEST_METHOD" not in environ:
+        environ["REQUEST_METHOD"] = "GET"
+    if "QUERY_STRING" not in environ:
+        environ["QUERY_STRING"] = ""
+    if "SERVER_PROTOCOL" not in environ:
+        environ["SERVER_PROTOCOL"] = "HTTP/1.1"
     return environ

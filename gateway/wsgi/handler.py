@@ -150,8 +150,11 @@ class WSGIResponder:
         elif self.status is not None:
             raise AssertionError("start_response() called twice without exc_info")
         self.head = wsgi_header_block(status, headers)
-        lengths = [v for k, v in headers if k.lower() == "content-length" and v.isascii() and v.isdigit()]
-        self.length = int(lengths[0]) if lengths else None
+        self.length = None
+        for name, value in headers:
+            if len(name) == 14 and name.lower() == "content-length" and value.isascii() and value.isdigit():
+                self.length = int(value)
+                break
         self.status = status
         self.code = int(status[:3])
         return self.write
@@ -182,7 +185,17 @@ class WSGIResponder:
         if not self.headers_sent:
             body = self.head + body
             self.headers_sent = True
-        self._emit(self.codec.send_response, body)
+        with self.lock:  # _emit(send_response, body), inline: every request comes here
+            if self.timed_out:
+                raise ClientGone("request timed out; the gateway already answered 504")
+            data = self.codec.send_response(self.rid, body)
+            if self.buffer is not None:
+                self.buffer.append(data)
+                return
+            try:
+                self.sock.sendall(data)
+            except OSError as exc:
+                raise ClientGone(str(exc)) from None
 
     def _sendfile(self, wrapper: FileWrapper) -> bool:
         """Send a real file with os.sendfile between FastCGI record headers."""
