@@ -39,6 +39,16 @@ logger = logging.getLogger("gateway.error")
 #: Stop reading the socket when this much request body waits for the app.
 BODY_HIGH_WATER = 1024 * 1024
 
+_pid = os.getpid()  # os.getpid() is a system call; request ids want it per request
+
+
+def _after_fork() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
 
 class ASGICycle:
     __slots__ = (
@@ -59,6 +69,7 @@ class ASGICycle:
         "started",
         "status",
         "t0",
+        "task",
         "timers",
         "waiter",
     )
@@ -81,6 +92,8 @@ class ASGICycle:
         self.received = 0
         self.sent = 0
         self.t0 = 0.0
+        #: the task running ``run`` (set by the worker when it creates it)
+        self.task: asyncio.Task[None] | None = None
         self.timers: list[asyncio.TimerHandle] | None = None
         #: when a list, output is held here until the isolation checks ran ("fail" policy)
         self.buffer: list[bytes] | None = None
@@ -103,7 +116,8 @@ class ASGICycle:
 
     def end_body(self) -> None:
         self.more_body = False
-        self._wake()
+        if self.waiter is not None:
+            self._wake()
 
     def disconnect(self) -> None:
         self.disconnected = True
@@ -172,10 +186,14 @@ class ASGICycle:
     def finish(self, data: bytes) -> None:
         """Write the last bytes (ending with END_REQUEST) and detach from the connection."""
         self.complete = True
-        self._out(data)
         if self.buffer is None:
-            self.proto.cycle_finished(self)
-        self._wake()
+            proto = self.proto
+            proto.write(data)
+            proto.cycle_finished(self)
+        else:
+            self.buffer.append(data)
+        if self.waiter is not None:
+            self._wake()
 
     def _out(self, data: bytes) -> None:
         if self.buffer is None:
@@ -214,7 +232,7 @@ class ASGICycle:
     @property
     def request_id(self) -> str:
         """Worker pid, connection serial and FastCGI id: unique within the pool's lifetime."""
-        return f"{os.getpid()}-{self.proto.serial}-{self.rid}"
+        return f"{_pid}-{self.proto.serial}-{self.rid}"
 
     def describe(self) -> str:
         scope = self.scope

@@ -12,12 +12,17 @@ path and REQUEST_URI the raw one (PITFALLS.md). So:
   ``path`` includes ``root_path``; root_path never equals the whole path by accident.
 - headers come from HTTP_* plus non-empty CONTENT_TYPE/CONTENT_LENGTH, which win over the
   duplicate HTTP_CONTENT_* that nginx also sends; several HTTP_COOKIE params are joined with
-  ``; ``.
+  ``; ``; a bare ``HTTP_`` (an empty header name) is dropped.
+- a CGI variable sent twice counts with its last value.
 - the raw params stay available under ``scope["extensions"]["fastcgi"]``, with the role,
   the request id and a serial number of the FastCGI connection (to see keep-alive reuse).
 
 Values are decoded as latin-1 (bytes preserved one-to-one); nothing here raises on
 non-UTF-8 input.
+
+Hot path (every request): one pass over the params with one dict lookup per name
+(``_NAMES`` says what the name is: a CGI variable's slot, a header name, the cookie, or
+nothing), no intermediate environ dict, no per-header string work for names seen before.
 """
 
 from __future__ import annotations
@@ -27,28 +32,57 @@ from urllib.parse import quote, unquote
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 
-_HEADER_CACHE: dict[bytes, bytes] = {}
+#: The CGI variables the scope is made of, by their index in the list ``build_scope`` fills.
+_CGI = (
+    b"REQUEST_METHOD",
+    b"REQUEST_URI",
+    b"QUERY_STRING",
+    b"SCRIPT_NAME",
+    b"PATH_INFO",
+    b"SERVER_PROTOCOL",
+    b"REQUEST_SCHEME",
+    b"HTTPS",
+    b"REMOTE_ADDR",
+    b"REMOTE_PORT",
+    b"SERVER_ADDR",
+    b"SERVER_NAME",
+    b"SERVER_PORT",
+    b"CONTENT_TYPE",
+    b"CONTENT_LENGTH",
+    b"HTTP_CONTENT_TYPE",
+    b"HTTP_CONTENT_LENGTH",
+)
+_UNSET: list[bytes | None] = [None] * len(_CGI)
+#: Marks HTTP_COOKIE in ``_NAMES``: its values are collected and joined, not listed.
+_COOKIE: Any = object()
+#: param name -> what to do with it, found with one dict lookup per param: an ``int`` is
+#: the index of a CGI variable in ``_CGI``, ``bytes`` a header name (``b""``: ignored),
+#: ``_COOKIE`` a cookie. Grows as names are seen, within a bound (clients choose header
+#: names).
+_NAMES: dict[bytes, Any] = {name: i for i, name in enumerate(_CGI)}
+_NAMES[b"HTTP_COOKIE"] = _COOKIE
+_NAMES_MAX = 1024
 _HTTP_VERSIONS = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0", b"HTTP/2.0": "2", b"HTTP/2": "2", b"HTTP/3": "3"}
-_SKIP_HTTP = frozenset({b"HTTP_CONTENT_TYPE", b"HTTP_CONTENT_LENGTH"})
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
+_SCHEMES = {b"http": "http", b"https": "https", b"": "http"}
 
 
 def header_name(param: bytes) -> bytes:
-    """``b"HTTP_X_FOO_BAR"`` -> ``b"x-foo-bar"`` (cached: the set of names is small)."""
-    name = _HEADER_CACHE.get(param)
-    if name is None:
-        name = param[5:].lower().replace(b"_", b"-")
-        if len(_HEADER_CACHE) < 512:
-            _HEADER_CACHE[param] = name
+    """``b"HTTP_X_FOO_BAR"`` -> ``b"x-foo-bar"``."""
+    return param[5:].lower().replace(b"_", b"-")
+
+
+def _classify(param: bytes) -> Any:
+    """The ``_NAMES`` entry for a param name not seen yet (cached while there is room)."""
+    name = header_name(param) if param[:5] == b"HTTP_" else b""
+    if len(_NAMES) < _NAMES_MAX:
+        _NAMES[param] = name
     return name
 
 
-def _split_uri(uri: bytes) -> tuple[bytes, bytes]:
-    path, _, query = uri.partition(b"?")
-    return path, query
-
-
 def decode_path(raw: bytes) -> str:
-    return unquote(raw.decode("latin-1"))
+    path = raw.decode("latin-1")
+    return unquote(path) if "%" in path else path
 
 
 def build_scope(
@@ -61,65 +95,92 @@ def build_scope(
     connection: int | None = None,
 ) -> dict[str, Any]:
     """The ASGI HTTP scope for one request's params (see the module docstring)."""
-    env: dict[bytes, bytes] = {}
+    cgi = _UNSET.copy()  # a repeated variable: the last value wins
     headers: list[tuple[bytes, bytes]] = []
-    cookies: list[bytes] = []
+    cookies: list[bytes] | None = None
+    names = _NAMES
     for name, value in params:
-        if name[:5] == b"HTTP_":
-            if name == b"HTTP_COOKIE":
-                cookies.append(value)
-            elif name not in _SKIP_HTTP:
-                headers.append((header_name(name), value))
-        env[name] = value
-    content_type = env.get(b"CONTENT_TYPE") or env.get(b"HTTP_CONTENT_TYPE")
+        what = names.get(name)
+        if what is None:
+            what = _classify(name)
+        if what.__class__ is int:
+            cgi[what] = value
+        elif what:
+            if what is _COOKIE:
+                if cookies is None:
+                    cookies = [value]
+                else:
+                    cookies.append(value)
+            else:
+                headers.append((what, value))
+    (
+        method,
+        request_uri,
+        query_string,
+        script_name,
+        path_info,
+        protocol,
+        raw_scheme,
+        https,
+        remote_addr,
+        remote_port,
+        server_addr,
+        server_name,
+        server_port,
+        content_type,
+        content_length,
+        http_content_type,
+        http_content_length,
+    ) = cgi
+    content_type = content_type or http_content_type
     if content_type:
         headers.append((b"content-type", content_type))
-    content_length = env.get(b"CONTENT_LENGTH") or env.get(b"HTTP_CONTENT_LENGTH")
+    content_length = content_length or http_content_length
     if content_length:
         headers.append((b"content-length", content_length))
     if cookies:
         headers.append((b"cookie", b"; ".join(cookies)))
 
-    script_name = env.get(b"SCRIPT_NAME", b"")
-    path_info = env.get(b"PATH_INFO")
-    request_uri = env.get(b"REQUEST_URI")
     if request_uri is not None:
-        raw_path, uri_query = _split_uri(request_uri)
+        raw_path, _, uri_query = request_uri.partition(b"?")
         path = decode_path(raw_path)
     else:
         uri_query = b""
-        path = (script_name + (path_info or b"")).decode("latin-1")
+        path = ((script_name or b"") + (path_info or b"")).decode("latin-1")
         raw_path = quote(path, safe="/:@!$&'()*+,;=~").encode("latin-1")
-    query_string = env.get(b"QUERY_STRING", uri_query)
+    if query_string is None:
+        query_string = uri_query
     if not root_path and path_info:
-        root_path = script_name.decode("latin-1")
+        root_path = (script_name or b"").decode("latin-1")
 
-    https = env.get(b"HTTPS", b"").lower()
-    if https and https != b"off":
+    if https and https.lower() != b"off":
         scheme = "https"
+    elif raw_scheme is None:
+        scheme = "http"
     else:
-        scheme = env.get(b"REQUEST_SCHEME", b"http").decode("latin-1") or "http"
+        scheme = _SCHEMES.get(raw_scheme) or raw_scheme.decode("latin-1")
 
     client = None
-    remote_addr = env.get(b"REMOTE_ADDR")
     if remote_addr:
         try:
-            client = (remote_addr.decode("latin-1"), int(env.get(b"REMOTE_PORT") or 0))
+            client = (remote_addr.decode("latin-1"), int(remote_port or 0))
         except ValueError:
             client = (remote_addr.decode("latin-1"), 0)
     server = None
-    server_addr = env.get(b"SERVER_ADDR") or env.get(b"SERVER_NAME")
+    server_addr = server_addr or server_name
     if server_addr:
         try:
-            server = (server_addr.decode("latin-1"), int(env.get(b"SERVER_PORT") or 0))
+            server = (server_addr.decode("latin-1"), int(server_port or 0))
         except ValueError:
             server = (server_addr.decode("latin-1"), None)
 
+    if method is None:
+        method = b"GET"
     scope: dict[str, Any] = {
         "type": "http",
         "asgi": ASGI_VERSION,
-        "http_version": _HTTP_VERSIONS.get(env.get(b"SERVER_PROTOCOL", b"HTTP/1.1"), "1.1"),
-        "method": env.get(b"REQUEST_METHOD", b"GET").decode("latin-1"),
+        "http_version": _HTTP_VERSIONS.get(protocol, "1.1"),  # type: ignore[arg-type]
+        "method": _METHODS.get(method) or method.decode("latin-1"),
         "scheme": scheme,
         "path": path,
         "raw_path": raw_path,

@@ -12,6 +12,11 @@ Flow control both ways: request body beyond ``BODY_HIGH_WATER`` waiting for the 
 reading the socket; response writes await ``drain`` while the transport is over its high
 water mark (PITFALLS peer bug 5).
 
+Hot path (one FastCGI connection per request behind a stock nginx): what is the same for
+every connection is prepared once on the worker (codec arguments, the keep-alive veto);
+flow-control structures are made on first use; the cycle remembers its task (no
+``current_task`` lookup at the end); timers are armed only when a timeout is configured.
+
 Graceful stop: stop accepting, close idle keep-alive connections, let in-flight requests
 finish (closing their connections as they end) for ``graceful_timeout_s``, cancel the rest,
 run lifespan shutdown.
@@ -62,24 +67,35 @@ LINGER_S = 2.0
 
 
 class FastCGIProtocol(asyncio.Protocol):
+    __slots__ = (
+        "_drain_waiters",
+        "_linger",
+        "_paused_by",
+        "closed",
+        "conn",
+        "cycles",
+        "first_seen",
+        "idle_since",
+        "loop",
+        "serial",
+        "served",
+        "server",
+        "transport",
+        "write_paused",
+    )
+
     def __init__(self, server: AsyncWorker) -> None:
         self.server = server
         self.serial = next(_connection_serial)
         self.loop = server.loop
         self.transport: asyncio.Transport | None = None
-        self.conn = FastCGIConnection(
-            multiplex=True,
-            max_conns=server.config.max_connections,
-            max_reqs=server.config.max_connections,
-            max_params_bytes=server.config.max_params_bytes,
-            max_params_count=server.config.max_params_count,
-            max_requests=server.config.max_requests_per_connection,
-        )
-        self.conn.keepalive_veto = server.keepalive_veto
+        conn = self.conn = FastCGIConnection(**server.codec_options)
+        conn.keepalive_veto = server.veto
         self.cycles: dict[int, ASGICycle] = {}
         self.write_paused = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
-        self._paused_by: set[ASGICycle] = set()
+        # Both made on first use: most connections never pause either way.
+        self._drain_waiters: list[asyncio.Future[None]] | None = None
+        self._paused_by: set[ASGICycle] | None = None
         self.closed = False
         self._linger: asyncio.TimerHandle | None = None
         self.idle_since = time.monotonic()
@@ -107,10 +123,10 @@ class FastCGIProtocol(asyncio.Protocol):
             self.closed = True
             transport.close()
             return
-        self.server.connections.add(self)
-        self.server.connection_opened()
-        if self.server.slot is not None:
-            self.server.slot.accepted()
+        server.connections.add(self)
+        server.connection_opened()
+        if server.slot is not None:
+            server.slot.accepted()
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
@@ -164,22 +180,26 @@ class FastCGIProtocol(asyncio.Protocol):
             self.first_seen = True
             self.server.unstarted -= 1
         self.closed = True
-        self._disconnect_all()
+        if self.cycles or self._paused_by:
+            self._disconnect_all()
         self.server.connections.discard(self)
-        for waiter in self._drain_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._drain_waiters.clear()
+        if self._drain_waiters:
+            self._wake_drainers()
 
     def pause_writing(self) -> None:
         self.write_paused = True
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        for waiter in self._drain_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._drain_waiters.clear()
+        self._wake_drainers()
+
+    def _wake_drainers(self) -> None:
+        waiters = self._drain_waiters
+        if waiters:
+            self._drain_waiters = None
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     # -- used by the cycles ----------------------------------------------------------
 
@@ -190,29 +210,39 @@ class FastCGIProtocol(asyncio.Protocol):
     async def drain(self) -> None:
         if self.write_paused and not self.closed:
             waiter = self.loop.create_future()
-            self._drain_waiters.append(waiter)
+            if self._drain_waiters is None:
+                self._drain_waiters = [waiter]
+            else:
+                self._drain_waiters.append(waiter)
             await waiter
 
     def pause_reading_for(self, cycle: ASGICycle) -> None:
         if not self._paused_by and not self.closed:
             self.transport.pause_reading()  # type: ignore[union-attr]
-        self._paused_by.add(cycle)
+        if self._paused_by is None:
+            self._paused_by = {cycle}
+        else:
+            self._paused_by.add(cycle)
 
     def resume_reading_for(self, cycle: ASGICycle) -> None:
-        if cycle in self._paused_by:
-            self._paused_by.discard(cycle)
-            if not self._paused_by and not self.closed:
+        paused_by = self._paused_by
+        if paused_by and cycle in paused_by:
+            paused_by.discard(cycle)
+            if not paused_by and not self.closed:
                 self.transport.resume_reading()  # type: ignore[union-attr]
 
     def cycle_finished(self, cycle: ASGICycle) -> None:
         """END_REQUEST for ``cycle`` was written: detach it (race-free id reuse)."""
-        if self.cycles.get(cycle.rid) is cycle:
-            del self.cycles[cycle.rid]
-        self.resume_reading_for(cycle)
+        cycles = self.cycles
+        if cycles.get(cycle.rid) is cycle:
+            del cycles[cycle.rid]
+        if self._paused_by:
+            self.resume_reading_for(cycle)
         self.served += 1
-        if not self.cycles:
+        if not cycles:
             self.idle_since = time.monotonic()
-        if not self.conn.active_requests and self.conn.should_close:
+        conn = self.conn
+        if conn.should_close and not conn.active_requests:
             self._close_when_drained()
 
     # -- internals -------------------------------------------------------------------
@@ -260,7 +290,7 @@ class FastCGIProtocol(asyncio.Protocol):
             for cycle in list(self.cycles.values()):
                 cycle.disconnect()
             self.cycles.clear()
-        self._paused_by.clear()
+        self._paused_by = None
 
     def _protocol_error(self, exc: RemoteProtocolError) -> None:
         logger.warning("FastCGI protocol error from %s: %s; closing the connection", self._peer(), exc)
@@ -282,7 +312,8 @@ class FastCGIProtocol(asyncio.Protocol):
             self._linger = None
         if not self.closed:
             self.closed = True
-            self._disconnect_all()
+            if self.cycles or self._paused_by:
+                self._disconnect_all()
             self.transport.close()  # type: ignore[union-attr]
 
     def _close_when_drained(self) -> None:
@@ -335,6 +366,17 @@ class AsyncWorker:
         self._stop: asyncio.Event | None = None
         self._baseline: contextvars.Context | None = None
         self.signal_received: int | None = None
+        #: FastCGIConnection arguments, the same for every connection
+        self.codec_options: dict[str, Any] = {
+            "multiplex": True,
+            "max_conns": config.max_connections,
+            "max_reqs": config.max_connections,
+            "max_params_bytes": config.max_params_bytes,
+            "max_params_count": config.max_params_count,
+            "max_requests": config.max_requests_per_connection,
+        }
+        self.veto = self.keepalive_veto  # one bound method for every connection
+        self._timed = bool(config.request_timeout_s or config.slow_request_timeout_s)
 
     # -- running ---------------------------------------------------------------------
 
@@ -428,7 +470,8 @@ class AsyncWorker:
 
     def connection_opened(self) -> None:
         self.unstarted += 1
-        self._check_accept_limit()
+        if self.control.request_limit:
+            self._check_accept_limit()
 
     def _check_accept_limit(self) -> None:
         """Stop accepting once the requests begun plus the connections accepted but not yet
@@ -441,13 +484,14 @@ class AsyncWorker:
 
     def start_cycle(self, cycle: ASGICycle) -> None:
         self.started_requests += 1
-        self._check_accept_limit()
+        if self.control.request_limit:
+            self._check_accept_limit()
         if self.access is not None:
             cycle.t0 = time.monotonic()
-        task = self.loop.create_task(cycle.run(self.app), context=self._baseline.copy())  # type: ignore[union-attr]
+        task = cycle.task = self.loop.create_task(cycle.run(self.app), context=self._baseline.copy())  # type: ignore[union-attr]
         self.tasks.add(task)
-        cfg = self.config
-        if cfg.request_timeout_s or cfg.slow_request_timeout_s:
+        if self._timed:
+            cfg = self.config
             timers = cycle.timers = []
             if cfg.slow_request_timeout_s:
                 timers.append(self.loop.call_later(cfg.slow_request_timeout_s, self._slow, cycle, task))
@@ -488,9 +532,9 @@ class AsyncWorker:
         if cycle.timers:
             for timer in cycle.timers:
                 timer.cancel()
-        task = asyncio.current_task()
+        task = cycle.task  # this task: request_done runs at the end of cycle.run
         if task is not None:
-            self.tasks.discard(task)  # type: ignore[arg-type]
+            self.tasks.discard(task)
         if self.control.request_done() and not self.stopping:
             logger.info("worker %d recycling (%s)", os.getpid(), self.control.recycling)
             self.request_stop()

@@ -142,3 +142,41 @@ def test_non_utf8_bytes_never_raise():
     assert scope["query_string"] == b"q=\xff"
     assert (b"x-bin", b"\xfe\xff") in scope["headers"]
     assert scope["raw_path"] == b"/caf%E9"
+
+
+def test_repeated_cgi_variable_counts_with_its_last_value_and_empty_header_name_is_dropped():
+    params = [
+        (b"REQUEST_METHOD", b"GET"),
+        (b"REQUEST_URI", b"/a"),
+        (b"REQUEST_URI", b"/b?x=1"),
+        (b"HTTP_", b"nameless"),
+        (b"HTTP_X_A", b"1"),
+        (b"HTTP_X_A", b"2"),
+    ]
+    scope = build_scope(params)
+    assert (scope["path"], scope["query_string"]) == ("/b", b"x=1")
+    assert scope["headers"] == [(b"x-a", b"1"), (b"x-a", b"2")]
+
+
+def test_unusual_method_scheme_and_ports():
+    params = [
+        (b"REQUEST_METHOD", b"PROPFIND"),
+        (b"REQUEST_SCHEME", b""),
+        (b"REQUEST_URI", b"/"),
+        (b"REMOTE_ADDR", b"10.0.0.1"),
+        (b"REMOTE_PORT", b"x"),
+        (b"SERVER_NAME", b"example.org"),
+        (b"SERVER_PORT", b"x"),
+    ]
+    scope = build_scope(params)
+    assert (scope["method"], scope["scheme"]) == ("PROPFIND", "http")
+    assert scope["client"] == ("10.0.0.1", 0) and scope["server"] == ("example.org", None)
+
+
+def test_header_name_cache_stays_bounded():
+    from gateway.asgi import scope as scope_module
+
+    for i in range(3 * scope_module._NAMES_MAX):
+        name = b"HTTP_X_RANDOM_%d" % i
+        assert build_scope([(name, b"v")])["headers"] == [(b"x-random-%d" % i, b"v")]
+    assert len(scope_module._NAMES) <= scope_module._NAMES_MAX
