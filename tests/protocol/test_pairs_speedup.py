@@ -102,3 +102,18 @@ def test_encoded_pairs_and_their_truncations_agree(pairs, text, data):
     cut = data.draw(st.integers(0, len(body)))
     for sample in (body, body[:cut]):
         assert outcome(decode_pairs, sample, None, text) == outcome(py_decode_pairs, sample, None, text)
+
+
+@pytest.mark.parametrize("text", [False, True])
+def test_items_reused_by_position_are_still_the_right_ones(text):
+    """The C decoder hands back last time's object for an equal item at the same position
+    (nginx repeats names and most values): a changed item must never come back stale."""
+    first = [(b"REMOTE_PORT", b"50001"), (b"HTTP_HOST", b"a.example"), (b"X", b"\xe9" * 300)]
+    second = [(b"REMOTE_PORT", b"50002"), (b"HTTP_HOST", b"a.example"), (b"X", b"\xe8" * 300)]
+    third = [(b"HTTP_HOST", b"a.example"), (b"REMOTE_PORT", b"50002")]
+    for params in (first, second, third, first):
+        expected = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in params] if text else params
+        assert decode_pairs(encode_pairs(params), None, text) == expected
+    a = decode_pairs(encode_pairs(first), None, text)
+    b = decode_pairs(encode_pairs(first), None, text)
+    assert a[1][0] is b[1][0]  # the same name object: its hash is computed once
