@@ -113,6 +113,30 @@ class FastCGIConnection:
             strings, decoded in one pass) instead of ``bytes`` pairs.
     """
 
+    __slots__ = (
+        "_active",
+        "_awaiting",
+        "_begun",
+        "_buf",
+        "_error",
+        "_events",
+        "_out",
+        "_queued_stdin",
+        "_requests",
+        "keepalive_veto",
+        "max_conns",
+        "max_params_bytes",
+        "max_params_count",
+        "max_reqs",
+        "max_requests",
+        "max_stdin_buffer",
+        "multiplex",
+        "peer_closed",
+        "roles",
+        "should_close",
+        "text_params",
+    )
+
     def __init__(
         self,
         *,
