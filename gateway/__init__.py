@@ -1,7 +1,8 @@
 """fcgi-gateway: a FastCGI application server for ASGI and WSGI apps.
 
-Public API: ``__version__`` and the error hierarchy. The command line entry point is
-``gateway.cli:main`` (``fcgi-gateway`` / ``python -m gateway``).
+Public API: ``__version__`` and the error hierarchy. The command line is ``gateway.cli:main``
+(``fcgi-gateway``); ``python -m gateway`` (``gateway.__main__:main``) runs the same command
+with click kept out of the serving processes.
 """
 
 from .errors import AppLoadError, ConfigError, GatewayError, HaltServer

@@ -26,25 +26,28 @@ Crashes are replaced with exponential backoff; more than ``CRASH_LIMIT`` crashes
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import select
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import systemd
-from .asgi.lifespan import LifespanError
-from .codewatch import SourceWatcher
 from .config import Config
 from .errors import AppLoadError, HaltServer
 from .log import reopen_files
 from .scoreboard import STATE_RUNNING, Scoreboard
 from .sockets import cleanup_unix_sockets
-from .status_server import StatusServer
+
+if TYPE_CHECKING:
+    from .codewatch import SourceWatcher
+    from .status_server import StatusServer
 
 logger = logging.getLogger("gateway.error")
 
@@ -121,6 +124,8 @@ class Arbiter:
         self.findings: dict[str, int] = {}
         self.watcher: SourceWatcher | None = None
         if config.reload:
+            from .codewatch import SourceWatcher
+
             roots = list(config.reload_dirs) or [config.app_dir]
             self.watcher = SourceWatcher(roots, backend=config.reload_backend)
 
@@ -141,10 +146,15 @@ class Arbiter:
 
     def spawn(self) -> Worker:
         slot = self.board.claim(0, self.generation) if self.board is not None else -1
+        # The worker starts with everything alive now in the GC's permanent generation: its
+        # collections never walk (so never copy-on-write) the pages it shares with the
+        # master. The master unfreezes its own copy at once (its garbage stays collectable).
+        gc.freeze()
         signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
         try:
             pid = os.fork()
         except OSError:
+            gc.unfreeze()
             signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
             if self.board is not None:
                 self.board.release(slot)
@@ -165,9 +175,9 @@ class Arbiter:
                     self.status_server.close()
                 self.child_main(self._pipe_w, slot)
                 status = 0
-            except (AppLoadError, LifespanError) as exc:
+            except (AppLoadError, lifespan_error()) as exc:
                 # A lifespan startup failure is a boot failure too (exit 5, not a crash loop).
-                tag = "lifespan " if isinstance(exc, LifespanError) else ""
+                tag = "" if isinstance(exc, AppLoadError) else "lifespan "
                 msg = f"{os.getpid()} boot-error {tag}{exc}".replace("\n", " ")[:500]
                 try:
                     os.write(self._pipe_w, msg.encode("utf-8", "replace") + b"\n")
@@ -182,6 +192,7 @@ class Arbiter:
             finally:
                 logging.shutdown()
                 os._exit(status)
+        gc.unfreeze()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
         worker = Worker(pid, self.generation)
         worker.slot = slot
@@ -214,6 +225,8 @@ class Arbiter:
                     os.close(fd)
         if self.boot_error is not None and not self.booted:
             if self.boot_error.startswith("lifespan "):
+                from .asgi.lifespan import LifespanError
+
                 raise LifespanError(self.boot_error.removeprefix("lifespan "))
             raise AppLoadError(self.boot_error)
         if self.halt_reason:
@@ -549,6 +562,20 @@ class Arbiter:
         pass  # _reap runs every turn
 
 
+def lifespan_error() -> type[Exception]:
+    """``gateway.asgi.lifespan.LifespanError`` when that module is loaded, else a class
+    nothing raises: importing it would import asyncio (with ssl, several MB) into the master
+    and the sync workers, and no LifespanError exists in a process that never imported it.
+    For ``except`` clauses, evaluated only when an exception is being matched."""
+    module = sys.modules.get("gateway.asgi.lifespan")
+    error: type[Exception] = module.LifespanError if module is not None else _NeverRaised
+    return error
+
+
+class _NeverRaised(Exception):
+    pass
+
+
 def _describe_exit(code: int) -> str:
     if code < 0:
         try:
@@ -558,4 +585,4 @@ def _describe_exit(code: int) -> str:
     return f"exit status {code}"
 
 
-__all__ = ["WORKER_BOOT_ERROR", "Arbiter"]
+__all__ = ["WORKER_BOOT_ERROR", "Arbiter", "lifespan_error"]

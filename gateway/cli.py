@@ -1,15 +1,20 @@
-"""The ``fcgi-gateway`` command line: options -> one Config, and the only place that
-decides exit codes.
+"""The ``fcgi-gateway`` command line: options -> one Config, and (with gateway/exits.py, its
+click-free half) the only place that decides exit codes.
 
 ``fcgi-gateway APP`` serves (``serve`` is the default command). The serve options are one
 table, ``SERVE_OPTIONS``: each row names the Config field it fills, so an option is
 written once (CLI flag, ``FCGI_GATEWAY_<OPTION>`` environment variable, help text).
 Precedence: command line > environment > defaults.
+
+``serve`` runs the server (``gateway.exits.run_server`` maps its failures to the exit
+statuses ``EXIT_*``), unless the group was invoked with a list as ``obj``: then it appends
+its Config to that list and returns. ``python -m gateway`` (gateway/__main__.py) parses
+this way in a short-lived child process and serves in a process that never imported
+click (about 2 MB less in the master and in every worker).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -19,19 +24,16 @@ from typing import Any
 import click
 
 from . import __version__
-from .asgi.lifespan import LifespanError
 from .config import INTERFACES, LIFESPAN_MODES, LOOPS, WORKER_KINDS, Config, parse_duration, parse_size
-from .errors import AppLoadError, BindError, ConfigError, GatewayError, HaltServer
+from .errors import ConfigError
+from .exits import EXIT_APP_LOAD, EXIT_BIND, EXIT_CONFIG, EXIT_ERROR, EXIT_LIFESPAN, EXIT_OK, run_server
 from .isolation.setup import checker_names, parse_policies
 from .log import LEVELS, check_access_format, configure
 from .sockets import check_user_group, parse_networks
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_CONFIG = 2
-EXIT_BIND = 3
-EXIT_APP_LOAD = 4
-EXIT_LIFESPAN = 5
+# The exit statuses (and run_server, which maps serve's failures to them) live in
+# gateway/exits.py, so that ``python -m gateway`` can serve without importing click.
+__all__ = ["EXIT_APP_LOAD", "EXIT_BIND", "EXIT_CONFIG", "EXIT_ERROR", "EXIT_LIFESPAN", "EXIT_OK", "main"]
 
 
 class _UnitType(click.ParamType):
@@ -326,37 +328,11 @@ def serve(app: str, **values: Any) -> None:
         config = config_from_options(app, values)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    handoff = click.get_current_context().obj
+    if isinstance(handoff, list):  # ``python -m gateway`` serves once click has returned
+        handoff.append(config)
+        return
     sys.exit(run_server(config))
-
-
-def run_server(config: Config) -> int:
-    """Run and map every failure to an exit code (the only place that does)."""
-    from .server import run
-
-    logger = logging.getLogger("gateway.error")
-    try:
-        run(config)
-    except AppLoadError as exc:
-        logger.error("cannot load the application: %s", exc)
-        return EXIT_APP_LOAD
-    except BindError as exc:
-        logger.error("%s", exc)
-        return EXIT_BIND
-    except LifespanError as exc:
-        logger.error("%s", exc)
-        return EXIT_LIFESPAN
-    except ConfigError as exc:
-        logger.error("configuration error: %s", exc)
-        return EXIT_CONFIG
-    except HaltServer as exc:
-        logger.error("%s", exc.reason)
-        return exc.exit_status
-    except GatewayError as exc:
-        logger.error("%s", exc)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        return EXIT_OK
-    return EXIT_OK
 
 
 from . import cli_tools  # noqa: E402,F401 - registers ping, request and check

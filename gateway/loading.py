@@ -106,8 +106,28 @@ def resolve_interface(app: Any, requested: str) -> str:
     return "wsgi" if detect_interface(app) == "wsgi" else "asgi"
 
 
+def _is_double_callable(app: Any) -> bool:
+    """ASGI 2 (``app(scope)`` returns ``instance(receive, send)``)? asgiref's test, without
+    importing asgiref (its ``sync`` module) into every async worker."""
+    import asyncio  # the async worker has it already
+
+    if getattr(app, "_asgi_single_callable", False):
+        return False
+    if getattr(app, "_asgi_double_callable", False) or inspect.isclass(app):
+        return True
+    call = getattr(app, "__call__", None)  # noqa: B004
+    if call is not None and asyncio.iscoroutinefunction(call):
+        return False
+    return not asyncio.iscoroutinefunction(app)
+
+
 def as_asgi3(app: Any) -> Any:
     """Wrap an ASGI 2 application as ASGI 3 (no-op for ASGI 3)."""
-    from asgiref.compatibility import guarantee_single_callable
+    if not _is_double_callable(app):
+        return app
 
-    return guarantee_single_callable(app)
+    async def asgi3(scope: Any, receive: Any, send: Any) -> Any:
+        instance = app(scope)
+        return await instance(receive, send)
+
+    return asgi3

@@ -10,9 +10,7 @@ access log is off (the workers hold None).
 
 from __future__ import annotations
 
-import json
 import logging
-import logging.config
 import os
 import sys
 import time
@@ -77,7 +75,9 @@ def configure(
     if access_log:
         add(access, _file_handler(access_log), logging.Formatter("%(message)s"))
     if log_config:
-        logging.config.dictConfig(load_log_config(log_config))
+        from logging.config import dictConfig  # only for --log-config (about 1 MB)
+
+        dictConfig(load_log_config(log_config))
 
 
 def load_log_config(path: str) -> dict[str, Any]:
@@ -93,6 +93,8 @@ def load_log_config(path: str) -> dict[str, Any]:
             import tomllib
 
             return tomllib.loads(raw.decode())
+        import json
+
         return json.loads(raw)
     except ValueError as exc:
         raise ConfigError(f"invalid --log-config {path}: {exc}") from None

@@ -1,16 +1,30 @@
 """Start-up orchestration for one serving process: bind, load the app, pick the worker, run.
 
-``run(config)`` raises GatewayError subclasses on failure; the CLI maps them to exit
-codes. The master binds once and runs the arbiter; workers load the app after fork.
+``run(config)`` raises GatewayError subclasses on failure; the command line maps them to
+exit statuses (gateway/exits.py). The master binds once and runs the arbiter; workers load the app after fork.
+
+Memory: every page resident in the master when it forks counts in each worker's RSS, so
+the master imports only what its workers will use. When the Config decides the worker
+kind (``--worker``, or ``--interface``), only that worker's module is imported before
+forking: the sync worker needs no asyncio (with ssl about 5 MB per process). When the
+kind follows the app (``auto``), both are (``AUTO_KINDS``): importing asyncio after fork
+would cost each async worker about 3.5 MB more (its own copy of asyncio's objects, and
+the pages of libcrypto and uvloop its initialisation touches), while in the master it is
+paid once and shared. With ``--preload`` the master loads the app too. The status pages
+and the status server are imported only when configured; with ``--user``/``--group``
+the worker imports what it may still need before dropping privileges (the Python
+installation may not be readable by that account).
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
+import importlib
 import logging
 import os
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .arbiter import Arbiter
 from .config import Config
@@ -20,14 +34,10 @@ from .loading import as_asgi3, load_app, resolve_interface
 from .log import DEFAULT_ACCESS_FORMAT, AccessLog
 from .scoreboard import Scoreboard, WorkerSlot
 from .sockets import cleanup_unix_sockets, create_sockets
-from .status import StatusPages
-from .status_server import StatusServer
-
-# Imported here, in the master, rather than after fork: shared by the forked workers, and
-# readable even when a worker has dropped privileges (--user) to an account that cannot
-# read the Python installation.
-from .workers import async_worker, sync_threads, sync_worker
 from .workers.base import Limits, WorkerControl
+
+if TYPE_CHECKING:
+    from .status import StatusPages
 
 logger = logging.getLogger("gateway.error")
 
@@ -55,6 +65,50 @@ def prepare_app(config: Config) -> tuple[Any, str, str]:
     return app, interface, kind
 
 
+#: worker kind -> (module, class); imported by ``worker_class`` only in the worker that runs it
+WORKER_CLASSES: dict[str, tuple[str, str]] = {
+    "async": ("gateway.workers.async_worker", "AsyncWorker"),
+    "sync": ("gateway.workers.sync_worker", "SyncWorker"),
+    "threads": ("gateway.workers.sync_threads", "ThreadedSyncWorker"),
+}
+
+
+def _class_key(config: Config, kind: str) -> str:
+    return "threads" if kind == "sync" and config.threads > 1 else kind
+
+
+def worker_class(config: Config, kind: str) -> type:
+    """The worker class for ``kind``, importing its module now (first use in this process)."""
+    module, name = WORKER_CLASSES[_class_key(config, kind)]
+    cls: type = getattr(importlib.import_module(module), name)
+    return cls
+
+
+#: Worker modules imported by the master when the kind follows the app (see the docstring)
+AUTO_KINDS: tuple[str, ...] = ("sync", "async")
+
+
+def candidate_kinds(config: Config) -> tuple[str, ...]:
+    """The worker kind when the Config decides it, else every kind the app may need."""
+    if config.worker != "auto":
+        return (config.worker,)
+    known = {"asgi": "async", "wsgi": "sync"}.get(config.interface)
+    return (known,) if known else AUTO_KINDS
+
+
+def preimport_workers(config: Config, kinds: tuple[str, ...], *, bridge: bool = False) -> None:
+    """Import what workers of these kinds import when they start: the worker module and, for
+    the async worker, uvloop (unless --loop asyncio) and with ``bridge`` the WSGI bridge."""
+    for kind in kinds:
+        worker_class(config, kind)
+    if "async" in kinds:
+        if config.loop != "asyncio":
+            with contextlib.suppress(ImportError):
+                importlib.import_module("uvloop")
+        if bridge:
+            importlib.import_module("gateway.wsgi.bridge")
+
+
 def make_worker(
     config: Config,
     app: Any,
@@ -64,11 +118,7 @@ def make_worker(
     pages: StatusPages | None = None,
     slot: WorkerSlot | None = None,
 ) -> Any:
-    if kind == "async":
-        return async_worker.AsyncWorker(config, app, sockets, control, pages, slot)
-    if config.threads > 1:
-        return sync_threads.ThreadedSyncWorker(config, app, sockets, control, pages, slot)
-    return sync_worker.SyncWorker(config, app, sockets, control, pages, slot)
+    return worker_class(config, kind)(config, app, sockets, control, pages, slot)
 
 
 def drop_privileges(user: str | None, group: str | None) -> None:
@@ -104,6 +154,12 @@ def run(config: Config) -> None:
     """Bind, then run the arbiter; each forked worker loads the app (unless --preload)."""
     if config.chdir:
         os.chdir(config.chdir)
+    # Shared copy-on-write by the workers (see the docstring); imported before binding, so
+    # that the socket accepts only shortly before the workers are forked, as it always did.
+    kinds = candidate_kinds(config)
+    if not config.preload:
+        preimport_workers(config, kinds, bridge=config.interface == "wsgi")
+        gc.collect()  # garbage left now would be kept for good by the arbiter's gc.freeze
     sockets = create_sockets(
         config.binds, backlog=config.backlog, mode=config.socket_mode, owner=config.socket_owner
     )
@@ -111,10 +167,15 @@ def run(config: Config) -> None:
     if config.preload:
         preloaded = prepare_app(config)
         logger.info("application %s preloaded (%s, %s worker)", config.app, preloaded[1], preloaded[2])
+        kinds = (preloaded[2],)
+        preimport_workers(config, kinds)
+        gc.collect()
 
     board = Scoreboard() if (config.status_path or config.status_binds) else None
     pages = None
     if config.status_path or config.ping_path or config.status_binds:
+        from .status import StatusPages
+
         pages = StatusPages(
             board,
             status_path=config.status_path or ("/status" if config.status_binds else None),
@@ -126,6 +187,8 @@ def run(config: Config) -> None:
         )
     status_server = None
     if config.status_binds:
+        from .status_server import StatusServer
+
         status_socks = create_sockets(
             config.status_binds,
             backlog=64,
@@ -140,6 +203,9 @@ def run(config: Config) -> None:
     worker_pages = pages if (config.status_path or config.ping_path) else None
 
     def child_main(control_fd: int, slot: int) -> None:
+        if (config.user or config.group) and preloaded is None:
+            # before the drop: the Python installation may be unreadable by that account
+            preimport_workers(config, kinds, bridge=config.interface != "asgi")
         drop_privileges(config.user, config.group)
         control = WorkerControl(control_fd, limits_of(config), heartbeat_s=1.0)
         app, interface, kind = preloaded or prepare_app(config)

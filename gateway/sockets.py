@@ -11,15 +11,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import grp
-import ipaddress
 import os
 import pwd
 import socket
 import stat
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import BindError, ConfigError
+
+if TYPE_CHECKING:
+    import ipaddress
 
 SD_LISTEN_FDS_START = 3
 
@@ -209,6 +211,10 @@ def check_user_group(user: str | None, group: str | None) -> None:
 
 def parse_networks(items: tuple[str, ...] | list[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     """``--allowed-clients`` entries as networks (a bare address is a /32 or /128)."""
+    if not items:
+        return []
+    import ipaddress  # only with --allowed-clients: not resident in every worker
+
     nets = []
     for item in items:
         try:
@@ -231,6 +237,8 @@ class ClientFilter:
         host = peer[0]
         verdict = self._cache.get(host)
         if verdict is None:
+            import ipaddress
+
             try:
                 addr = ipaddress.ip_address(host.split("%", 1)[0])
             except ValueError:

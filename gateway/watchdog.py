@@ -17,14 +17,16 @@ The async worker uses ``loop.call_later`` for the same two deadlines (see asgi/c
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
 import threading
 import time
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 slow_logger = logging.getLogger("gateway.slow")
 logger = logging.getLogger("gateway.error")
