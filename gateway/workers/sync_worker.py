@@ -317,12 +317,11 @@ class SyncWorker:
                     logger.error("accept failed: %s", exc)
                     return
                 raise
-            # accept4 gives a blocking fd; family/type passed explicitly spare a
-            # getsockname() per connection. TCP connections inherit the kernel I/O timeouts
-            # set on the listener (see run()); unix ones rely on nginx's own timeouts and on
-            # the read/keep-alive sweeps.
-            # The C socket type: socket.socket's Python-level __init__/close cost ~0.7 us a
-            # connection, and nothing here needs its extras (makefile, context manager).
+            # accept4 gives a blocking fd (CPython still validates it with one getsockname
+            # when wrapping it). TCP connections inherit the kernel I/O timeouts set on the
+            # listener (see run()); unix ones rely on nginx's own timeouts and on the
+            # read/keep-alive sweeps. The C socket type: socket.socket's Python-level
+            # __init__/close cost ~0.7 us a connection, and nothing here needs its extras.
             sock = _socket.socket(family, _SOCK_STREAM, 0, fd)
             if self._filter is not None and not self._filter.allowed(_addr):
                 logger.warning("connection from %s refused: not in --allowed-clients", _addr[0])
