@@ -117,3 +117,22 @@ def test_items_reused_by_position_are_still_the_right_ones(text):
     a = decode_pairs(encode_pairs(first), None, text)
     b = decode_pairs(encode_pairs(first), None, text)
     assert a[1][0] is b[1][0]  # the same name object: its hash is computed once
+
+
+@pytest.mark.parametrize("text", [False, True])
+def test_the_codec_works_without_the_c_decoder(monkeypatch, text):
+    """Where the C module could not be built, decode_pairs falls back to Python."""
+    from gateway.protocol import FastCGIConnection, RequestReceived
+    from gateway.protocol.records import encode_begin_request, encode_record
+
+    monkeypatch.setattr(records, "_c_decode", None)
+    params = [(b"REQUEST_METHOD", b"GET"), (b"HTTP_HOST", b"\xe9.example")]
+    codec = FastCGIConnection(text_params=text)
+    events = codec.feed(
+        encode_begin_request(1) + encode_record(4, 1, encode_pairs(params)) + encode_record(4, 1)
+    )
+    (event,) = [ev for ev in events if type(ev) is RequestReceived]
+    expected = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in params] if text else params
+    assert event.params == expected
+    with pytest.raises(RemoteProtocolError):
+        FastCGIConnection().feed(encode_begin_request(1) + encode_record(4, 1, b"\x05") + encode_record(4, 1))
