@@ -53,7 +53,7 @@ from ..scoreboard import WorkerSlot
 from ..sockets import ClientFilter, describe
 from ..status import StatusPages
 from ..watchdog import format_task_stack, log_slow
-from .base import WorkerControl
+from .base import WorkerControl, codec_options
 
 logger = logging.getLogger("gateway.error")
 
@@ -367,14 +367,7 @@ class AsyncWorker:
         self._baseline: contextvars.Context | None = None
         self.signal_received: int | None = None
         #: FastCGIConnection arguments, the same for every connection
-        self.codec_options: dict[str, Any] = {
-            "multiplex": True,
-            "max_conns": config.max_connections,
-            "max_reqs": config.max_connections,
-            "max_params_bytes": config.max_params_bytes,
-            "max_params_count": config.max_params_count,
-            "max_requests": config.max_requests_per_connection,
-        }
+        self.codec_options = codec_options(config, multiplex=True)
         self.veto = self.keepalive_veto  # one bound method for every connection
         self._timed = bool(config.request_timeout_s or config.slow_request_timeout_s)
 

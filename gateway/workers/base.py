@@ -1,4 +1,5 @@
-"""What every worker shares: the control channel to the master and the recycling limits.
+"""What every worker shares: the control channel to the master, the recycling limits, and
+the codec's arguments from the Config (``codec_options``).
 
 A worker runs in a child process forked by the arbiter. ``WorkerControl`` writes one-line
 messages on a pipe shared with the master (each under PIPE_BUF, so writes from several
@@ -31,7 +32,25 @@ import os
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+
+def codec_options(config: Config, *, multiplex: bool, text_params: bool = False) -> dict[str, Any]:
+    """``FastCGIConnection`` arguments for every connection of a worker, built once: the
+    Config's limits, and FCGI_MAX_REQS reported truthfully (1 without multiplexing)."""
+    return {
+        "multiplex": multiplex,
+        "max_conns": config.max_connections,
+        "max_reqs": config.max_connections if multiplex else 1,
+        "max_params_bytes": config.max_params_bytes,
+        "max_params_count": config.max_params_count,
+        "max_requests": config.max_requests_per_connection,
+        "text_params": text_params,
+    }
+
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 

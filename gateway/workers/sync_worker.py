@@ -53,7 +53,7 @@ from ..watchdog import Running, Watchdog
 from ..wsgi.environ import build_environ
 from ..wsgi.handler import WSGIResponder
 from ..wsgi.streams import ErrorStream, FileWrapper, InputStream
-from .base import WorkerControl
+from .base import WorkerControl, codec_options
 
 logger = logging.getLogger("gateway.error")
 
@@ -129,15 +129,7 @@ class SyncWorker:
         self._listeners: dict[int, socket.socket] = {}
         self._families: dict[int, int] = {}
         # Per-connection and per-request constants, looked up once (hot path).
-        self._codec_options: dict[str, Any] = {
-            "multiplex": False,
-            "max_conns": config.max_connections,
-            "max_reqs": 1,
-            "max_params_bytes": config.max_params_bytes,
-            "max_params_count": config.max_params_count,
-            "max_requests": config.max_requests_per_connection,
-            "text_params": True,
-        }
+        self._codec_options = codec_options(config, multiplex=False, text_params=True)
         self._max_connections = config.max_connections
         self._veto = self._keepalive_veto
         self._base = {
