@@ -281,23 +281,9 @@ class FastCGIConnection:
             raise RemoteProtocolError(
                 f"unexpected {RecordType(rtype).name} for request {rid} in state {state}"
             )
-        if action is Action.STDIN:
-            if content:
-                self._queued_stdin += len(content)
-                if self._queued_stdin > self.max_stdin_buffer:
-                    raise RemoteProtocolError(
-                        f"more than {self.max_stdin_buffer} bytes of request body buffered", 413
-                    )
-                self._events.append(StdinReceived(rid, content))
-            else:
-                if req.role == Role.FILTER:  # type: ignore[union-attr]
-                    req.state = RequestState.DATA  # type: ignore[union-attr]
-                else:
-                    req.state = RequestState.DONE  # type: ignore[union-attr]
-                self._events.append(StdinEnded(rid))
-        elif action is Action.PARAMS:
-            self._params(rid, req, content)  # type: ignore[arg-type]
-        elif action is Action.BEGIN:
+        # Action.STDIN and Action.PARAMS ((STDIN, STDIN) and (PARAMS, PARAMS)) never get
+        # here: receive_data takes every such record inline.
+        if action is Action.BEGIN:
             self._begin(rid, content)
         elif action is Action.DATA:
             if content:
