@@ -1,11 +1,19 @@
-"""Build hook for the optional C speedup (gateway/protocol/_pairs.c); everything else
-about the package is in pyproject.toml. ``optional=True``: without a C compiler the
-install still succeeds and the codec uses its pure-Python decoder."""
+"""Build hook for the optional C speedups; everything else about the package is in
+pyproject.toml. ``optional=True``: without a C compiler the install still succeeds and the
+pure-Python code paths are used (the reference implementations; tests compare the two).
+
+- gateway/protocol/_pairs.c: the codec's name-value pairs decoder;
+- gateway/wsgi/_fastpath.c: the sync worker's whole-request parse + environ, and
+  start_response's header block.
+"""
 
 from setuptools import Extension, setup
 
+_PAIRS_H = ["gateway/protocol/_pairs_items.h"]
+
 setup(
     ext_modules=[
-        Extension("gateway.protocol._pairs", ["gateway/protocol/_pairs.c"], optional=True),
+        Extension("gateway.protocol._pairs", ["gateway/protocol/_pairs.c"], depends=_PAIRS_H, optional=True),
+        Extension("gateway.wsgi._fastpath", ["gateway/wsgi/_fastpath.c"], depends=_PAIRS_H, optional=True),
     ]
 )

@@ -10,73 +10,9 @@
  *
  * decode(data: bytes, text: bool) -> list[tuple[bytes, bytes]] | list[tuple[str, str]]
  *   text: names and values decoded as latin-1 str (the CGI/WSGI native strings).
- * No I/O, no global state; the GIL is held throughout.
+ * No I/O; the item cache (_pairs_items.h) is its only state, and the GIL guards it.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-
-/* Read a 1- or 4-byte FastCGI length at *pos; -1 when the body ends inside it. */
-static Py_ssize_t
-read_length(const unsigned char *p, Py_ssize_t end, Py_ssize_t *pos)
-{
-    Py_ssize_t i = *pos;
-    if (i >= end) {
-        return -1;
-    }
-    if (!(p[i] & 0x80)) {
-        *pos = i + 1;
-        return p[i];
-    }
-    if (end - i < 4) {
-        return -1;
-    }
-    *pos = i + 4;
-    return ((Py_ssize_t)(p[i] & 0x7f) << 24) | ((Py_ssize_t)p[i + 1] << 16) |
-           ((Py_ssize_t)p[i + 2] << 8) | (Py_ssize_t)p[i + 3];
-}
-
-/* The items returned for the previous body, by position (names and values, both modes).
- * nginx sends the same names in the same order, and most values repeat (DOCUMENT_ROOT,
- * SERVER_SOFTWARE, HTTP_HOST...): an item equal to the one at its position last time is
- * that same object again, so no allocation, and a name's hash is already computed when
- * the environ or scope dict is filled. Items are immutable; the GIL guards this table. */
-#define CACHED_ITEMS 128
-#define CACHED_SIZE 256
-static PyObject *cache[2][CACHED_ITEMS];
-
-static PyObject *
-new_item(const unsigned char *start, Py_ssize_t size, int text)
-{
-    if (text) {
-        return PyUnicode_DecodeLatin1((const char *)start, size, NULL);
-    }
-    return PyBytes_FromStringAndSize((const char *)start, size);
-}
-
-static PyObject *
-make_item(const unsigned char *start, Py_ssize_t size, int text, Py_ssize_t slot)
-{
-    if (slot >= CACHED_ITEMS || size > CACHED_SIZE) {
-        return new_item(start, size, text);
-    }
-    PyObject *old = cache[text][slot];
-    if (old != NULL) {
-        /* latin-1 str of 1-byte kind (any latin-1 text is) or bytes: compare the bytes */
-        const void *data = text ? PyUnicode_DATA(old) : (const void *)PyBytes_AS_STRING(old);
-        Py_ssize_t len = text ? PyUnicode_GET_LENGTH(old) : PyBytes_GET_SIZE(old);
-        if (len == size && memcmp(data, start, (size_t)size) == 0) {
-            Py_INCREF(old);
-            return old;
-        }
-    }
-    PyObject *item = new_item(start, size, text);
-    if (item != NULL) {
-        Py_INCREF(item);
-        cache[text][slot] = item;
-        Py_XDECREF(old);
-    }
-    return item;
-}
+#include "_pairs_items.h"
 
 static PyObject *
 decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)

@@ -76,6 +76,7 @@ _ST_DATA = RequestState.DATA
 _ST_ENDED = RequestState.ENDED
 _BEGIN_T = int(RecordType.BEGIN_REQUEST)
 _FILTER = int(Role.FILTER)
+_RESPONDER = int(Role.RESPONDER)
 # (Enum attribute access costs ~80 ns in CPython 3.11: the per-request paths use these.)
 _STDERR = int(RecordType.STDERR)
 _OK_ENDINGS: dict[int, bytes] = {}
@@ -347,6 +348,19 @@ class FastCGIConnection:
         req.params = []
         req.state = _ST_STDIN
         self._events.append(RequestReceived(rid, req.role, req.keep_conn, params))
+
+    def adopt(self, rid: int, keep_conn: bool) -> None:
+        """Take over a RESPONDER request whose BEGIN_REQUEST, params and whole body were read
+        and parsed outside the codec, on a connection that has received nothing else (the
+        sync worker's C fast path, gateway/wsgi/_fastpath.c): the state is as if those
+        records had been fed here, so ``send_response``/``end_request`` work as usual."""
+        if self._requests or self._buf or self._begun or self.peer_closed or self._error is not None:
+            raise LocalProtocolError("adopt() needs a connection that has received nothing")
+        req = _Request(_RESPONDER, keep_conn)
+        req.state = _ST_DONE
+        self._requests[rid] = req
+        self._active = 1
+        self._begun = 1
 
     def _management(self, rtype: int, content: bytes) -> None:
         if rtype == RecordType.GET_VALUES:

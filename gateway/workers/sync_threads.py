@@ -14,7 +14,9 @@ better served by more processes (``--workers``).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from .sync_worker import SyncWorker, _Conn
 
@@ -32,6 +34,12 @@ class ThreadedSyncWorker(SyncWorker):
             self._pool.shutdown(wait=True)
 
     def _process(self, conn: _Conn, data: bytes) -> None:
+        self._hand_over(conn, SyncWorker._process, data)
+
+    def _serve_whole(self, conn: _Conn, *request: Any) -> None:
+        self._hand_over(conn, SyncWorker._serve_whole, *request)
+
+    def _hand_over(self, conn: _Conn, serve: Callable[..., None], *args: Any) -> None:
         # Main thread: wait for a free thread (checking for signals), then hand over.
         while not self._slots.acquire(timeout=0.2):
             if self.signal_received is not None and self.stopping:
@@ -44,11 +52,11 @@ class ThreadedSyncWorker(SyncWorker):
                 self._ep.unregister(conn.fd)
             except (OSError, ValueError):
                 pass
-        self._pool.submit(self._work, conn, data)
+        self._pool.submit(self._work, conn, serve, args)
 
-    def _work(self, conn: _Conn, data: bytes) -> None:
+    def _work(self, conn: _Conn, serve: Callable[..., None], args: tuple[Any, ...]) -> None:
         try:
-            SyncWorker._process(self, conn, data)
+            serve(self, conn, *args)
         finally:
             conn.busy = False
             self._slots.release()

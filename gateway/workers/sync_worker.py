@@ -51,6 +51,7 @@ from ..sockets import ClientFilter, describe
 from ..status import StatusPages
 from ..watchdog import Running, Watchdog
 from ..wsgi.environ import build_environ
+from ..wsgi.fastpath import whole_request
 from ..wsgi.handler import WSGIResponder
 from ..wsgi.streams import ErrorStream, FileWrapper, InputStream
 from .base import WorkerControl, codec_options
@@ -141,6 +142,13 @@ class SyncWorker:
             "wsgi.input_terminated": True,
         }
         self._errors = ErrorStream()
+        # The C fast path for a request that arrives whole in a new connection's first read
+        # (gateway/wsgi/_fastpath.c); None when not built, or when a per-connection request
+        # limit of 0 means the codec must refuse every request.
+        self._whole = whole_request if config.max_requests_per_connection != 0 else None
+        self._root_path = config.root_path
+        self._max_params_bytes = config.max_params_bytes
+        self._max_params_count = config.max_params_count
         self._filter = ClientFilter(config.allowed_clients) if config.allowed_clients else None
         secs = max(1.0, config.read_timeout_s)
         self._io_timeout = struct.pack("ll", int(secs), int((secs % 1) * 1_000_000))
@@ -340,6 +348,12 @@ class SyncWorker:
             except OSError:
                 self._close(conn)
                 continue
+            whole = self._whole
+            if whole is not None:
+                got = whole(data, self._base, self._root_path, self._max_params_bytes, self._max_params_count)
+                if got is not None:
+                    self._serve_whole(conn, *got)
+                    continue
             self._process(conn, data)
 
     def _wait_for(self, conn: _Conn) -> None:
@@ -431,33 +445,49 @@ class SyncWorker:
         while conn.request is not None and not conn.dead:
             req = conn.request
             conn.request = None
-            self._serve(conn, req)
+            environ = build_environ(req.params, self._base, root_path=self._root_path)  # type: ignore[arg-type]
+            self._serve(conn, req.request_id, environ)
+        self._settle(conn)
+
+    def _serve_whole(
+        self, conn: _Conn, rid: int, keep_conn: bool, environ: dict[str, Any], body: bytes
+    ) -> None:
+        """A request the C fast path took whole from the connection's first read."""
+        conn.codec.adopt(rid, keep_conn)
+        conn.input = InputStream(None, self.config.max_body_bytes)
+        if body:
+            conn.input.feed(body)
+        conn.input.end()
+        self._serve(conn, rid, environ)
+        self._settle(conn)
+
+    def _settle(self, conn: _Conn) -> None:
+        """After serving: close the connection, or watch it for the next request."""
         codec = conn.codec
         if conn.dead or (codec.should_close and not codec.active_requests and not codec.awaiting_input):
             self._close(conn)
         else:
             self._wait_for(conn)
 
-    def _serve(self, conn: _Conn, req: RequestReceived) -> None:
+    def _serve(self, conn: _Conn, rid: int, environ: dict[str, Any]) -> None:
         stream = conn.input
         config = self.config
-        environ = build_environ(req.params, self._base, root_path=config.root_path)  # type: ignore[arg-type]
         if self.pages is not None:
             uri = environ.get("REQUEST_URI") or environ["SCRIPT_NAME"] + environ["PATH_INFO"]
             reply = self.pages.answer_uri(uri)
             if reply is not None:
                 conn.input = None
-                self._send_or_drop(conn, conn.codec.send_response(req.request_id, reply))
+                self._send_or_drop(conn, conn.codec.send_response(rid, reply))
                 return
         environ["wsgi.input"] = stream
         environ["wsgi.errors"] = self._errors
         limit = config.max_body_bytes
         if limit is not None and int(environ.get("CONTENT_LENGTH") or 0) > limit:
             logger.warning("request body over --max-body-size (%d bytes): 413", limit)
-            self._send_or_drop(conn, conn.codec.send_response(req.request_id, error_response(413), 1))
+            self._send_or_drop(conn, conn.codec.send_response(rid, error_response(413), 1))
             conn.input = None
             return
-        responder = WSGIResponder(conn.codec, req.request_id, conn.sock, environ, config.debug)
+        responder = WSGIResponder(conn.codec, rid, conn.sock, environ, config.debug)
         if config.forward_stderr:
             environ["wsgi.errors"] = ErrorStream(responder.forward_stderr)
         access = self.access
@@ -497,7 +527,7 @@ class SyncWorker:
                 held, responder.buffer = responder.buffer, None
                 if failing:
                     body = error_response(500, describe_failure(failing))
-                    held = [failure_reply(req.request_id, body)]
+                    held = [failure_reply(rid, body)]
                 self._send_or_drop(conn, b"".join(held))
         if slot is not None:
             slot.finish()

@@ -21,6 +21,7 @@ from ..protocol import FastCGIConnection
 from ..protocol.constants import FCGI_VERSION_1, MAX_CONTENT_LENGTH, RecordType
 from ..protocol.records import pack_header
 from ..response import InvalidResponse, error_response, wsgi_header_block
+from .fastpath import header_block
 from .streams import ClientDisconnected, FileWrapper, RequestTooLarge
 
 logger = logging.getLogger("gateway.error")
@@ -149,14 +150,23 @@ class WSGIResponder:
                 exc_info = None
         elif self.status is not None:
             raise AssertionError("start_response() called twice without exc_info")
-        self.head = wsgi_header_block(status, headers)
-        self.length = None
-        for name, value in headers:
-            if len(name) == 14 and name.lower() == "content-length" and value.isascii() and value.isdigit():
-                self.length = int(value)
-                break
+        fast = header_block(status, headers) if header_block is not None else None
+        if fast is not None:
+            self.head, self.length, self.code = fast
+        else:
+            self.head = wsgi_header_block(status, headers)  # the reference; raises
+            self.length = None
+            for name, value in headers:
+                if (
+                    len(name) == 14
+                    and name.lower() == "content-length"
+                    and value.isascii()
+                    and value.isdigit()
+                ):
+                    self.length = int(value)
+                    break
+            self.code = int(status[:3])
         self.status = status
-        self.code = int(status[:3])
         return self.write
 
     def write(self, data: bytes) -> None:
