@@ -349,18 +349,31 @@ class FastCGIConnection:
         req.state = _ST_STDIN
         self._events.append(RequestReceived(rid, req.role, req.keep_conn, params))
 
+    @property
+    def idle(self) -> bool:
+        """No request in progress, no bytes or events pending, and another request would be
+        accepted: what ``adopt`` needs."""
+        return not (
+            self._requests
+            or self._buf
+            or self._events
+            or self.peer_closed
+            or self._error is not None
+            or (self.max_requests is not None and self._begun >= self.max_requests)
+        )
+
     def adopt(self, rid: int, keep_conn: bool) -> None:
         """Take over a RESPONDER request whose BEGIN_REQUEST, params and whole body were read
-        and parsed outside the codec, on a connection that has received nothing else (the
-        sync worker's C fast path, gateway/wsgi/_fastpath.c): the state is as if those
-        records had been fed here, so ``send_response``/``end_request`` work as usual."""
-        if self._requests or self._buf or self._begun or self.peer_closed or self._error is not None:
-            raise LocalProtocolError("adopt() needs a connection that has received nothing")
+        and parsed outside the codec, on an ``idle`` connection (the sync worker's C fast
+        path, gateway/wsgi/_fastpath.c): the state is as if those records had been fed
+        here, so ``send_response``/``end_request`` work as usual."""
+        if not self.idle:
+            raise LocalProtocolError("adopt() needs an idle connection")
         req = _Request(_RESPONDER, keep_conn)
         req.state = _ST_DONE
         self._requests[rid] = req
         self._active = 1
-        self._begun = 1
+        self._begun += 1
 
     def _management(self, rtype: int, content: bytes) -> None:
         if rtype == RecordType.GET_VALUES:

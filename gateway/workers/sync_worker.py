@@ -142,9 +142,10 @@ class SyncWorker:
             "wsgi.input_terminated": True,
         }
         self._errors = ErrorStream()
-        # The C fast path for a request that arrives whole in a new connection's first read
+        # The C fast path for a request that arrives whole in one read on an idle connection
         # (gateway/wsgi/_fastpath.c); None when not built, or when a per-connection request
-        # limit of 0 means the codec must refuse every request.
+        # limit of 0 means the codec must refuse every request (a new connection's codec is
+        # idle otherwise).
         self._whole = whole_request if config.max_requests_per_connection != 0 else None
         self._root_path = config.root_path
         self._max_params_bytes = config.max_params_bytes
@@ -370,6 +371,12 @@ class SyncWorker:
         except OSError:
             self._close(conn)
             return
+        whole = self._whole
+        if whole is not None and data and conn.codec.idle:  # the next request, kept alive
+            got = whole(data, self._base, self._root_path, self._max_params_bytes, self._max_params_count)
+            if got is not None:
+                self._serve_whole(conn, *got)
+                return
         self._process(conn, data)
 
     def _close(self, conn: _Conn) -> None:
@@ -452,7 +459,7 @@ class SyncWorker:
     def _serve_whole(
         self, conn: _Conn, rid: int, keep_conn: bool, environ: dict[str, Any], body: bytes
     ) -> None:
-        """A request the C fast path took whole from the connection's first read."""
+        """A request the C fast path took whole from one read of an idle connection."""
         conn.codec.adopt(rid, keep_conn)
         conn.input = InputStream(None, self.config.max_body_bytes)
         if body:

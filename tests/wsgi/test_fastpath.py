@@ -284,9 +284,10 @@ def hello_app(environ, start_response):
     return [body]
 
 
-def serve_once(tmp_path, data: bytes, use_fast: bool) -> tuple[bytes, bool]:
-    """One connection through a real SyncWorker's accept path: (bytes back up to request 3's
-    END_REQUEST, whether the fast path answered it)."""
+def serve_once(tmp_path, data: bytes, use_fast: bool, keep_second: bytes = b"") -> tuple[bytes, bool]:
+    """One connection through a real SyncWorker's accept path, and ``keep_second`` sent on
+    it afterwards: (bytes back up to request 3's END_REQUEST, whether the fast path
+    answered every request)."""
     import contextvars
     import select
     import socket
@@ -321,6 +322,10 @@ def serve_once(tmp_path, data: bytes, use_fast: bool) -> tuple[bytes, bool]:
         client.connect(path)
         client.sendall(data)
         worker._accept(listener)
+        if keep_second:  # the next request on the kept connection (worker._readable)
+            conn = next(iter(worker._conns.values()))
+            client.sendall(keep_second)
+            worker._readable(conn)
         client.settimeout(5)
         out = b""
         while not out.endswith(b"\x01\x03\x00\x03\x00\x08\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"):
@@ -328,7 +333,7 @@ def serve_once(tmp_path, data: bytes, use_fast: bool) -> tuple[bytes, bool]:
             if not chunk:
                 break
             out += chunk
-        return out, calls == [True]
+        return out, calls == [True] * (2 if keep_second else 1)
     finally:
         client.close()
         for conn in list(worker._conns.values()):
@@ -346,3 +351,29 @@ def test_worker_answers_the_same_with_the_fast_path(tmp_path, path, keep):
     assert took_fast
     assert fast_out == slow_out
     assert b"Status: 200 OK" in fast_out and b"|a=1&b=2" in fast_out
+
+
+def test_worker_fast_path_on_a_kept_connection(tmp_path):
+    first = request_bytes(captured_requests()["/keep/1"], rid=1, keep=True)
+    second = request_bytes(captured_requests()["/keep/2"], b"second", rid=3, keep=True)
+    fast_out, took_fast = serve_once(tmp_path, first, True, second)
+    slow_out, _ = serve_once(tmp_path, first, False, second)
+    assert took_fast
+    assert fast_out == slow_out
+    assert fast_out.count(b"Status: 200 OK") == 2 and b"|second" in fast_out
+
+
+def test_adopt_needs_an_idle_codec():
+    from gateway.protocol import LocalProtocolError
+
+    codec = FastCGIConnection(max_requests=1)
+    assert codec.idle
+    codec.adopt(1, True)
+    assert not codec.idle
+    with pytest.raises(LocalProtocolError):
+        codec.adopt(2, True)
+    codec.send_response(1, b"Status: 200 OK\r\n\r\n")
+    assert not codec.idle and codec.should_close  # max_requests=1 reached
+    fresh = FastCGIConnection()
+    fresh.receive_data(b"\x01")  # a partial header pending
+    assert not fresh.idle
