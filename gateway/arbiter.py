@@ -42,11 +42,11 @@ from . import systemd
 from .config import Config
 from .errors import AppLoadError, HaltServer
 from .log import reopen_files
-from .scoreboard import STATE_RUNNING, Scoreboard
 from .sockets import cleanup_unix_sockets
 
 if TYPE_CHECKING:
     from .codewatch import SourceWatcher
+    from .scoreboard import Scoreboard
     from .status_server import StatusServer
 
 logger = logging.getLogger("gateway.error")
@@ -275,6 +275,8 @@ class Arbiter:
         """Pool-wide figures for the status page (sampled every loop turn)."""
         if self.board is None:
             return
+        from .scoreboard import STATE_RUNNING  # only with a scoreboard (mmap, struct)
+
         active = sum(1 for s in self.board.read() if s.state == STATE_RUNNING)
         head = self.board.header()
         all_busy = active >= self.num_workers

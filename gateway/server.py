@@ -10,8 +10,9 @@ forking: the sync worker needs no asyncio (with ssl about 5 MB per process). Whe
 kind follows the app (``auto``), both are (``AUTO_KINDS``): importing asyncio after fork
 would cost each async worker about 3.5 MB more (its own copy of asyncio's objects, and
 the pages of libcrypto and uvloop its initialisation touches), while in the master it is
-paid once and shared. With ``--preload`` the master loads the app too. The status pages
-and the status server are imported only when configured; with ``--user``/``--group``
+paid once and shared. With ``--preload`` the master loads the app too. The status pages,
+the scoreboard and the status server are imported only when configured, the isolation
+layer only when a checker runs (``any_checker``); with ``--user``/``--group``
 the worker imports what it may still need before dropping privileges (the Python
 installation may not be readable by that account).
 """
@@ -29,14 +30,14 @@ from typing import TYPE_CHECKING, Any
 from .arbiter import Arbiter
 from .config import Config
 from .errors import AppLoadError, ConfigError
-from .isolation.setup import build_layer, parse_policies
+from .isolation.setup import any_checker, build_layer, parse_policies
 from .loading import as_asgi3, load_app, resolve_interface
 from .log import DEFAULT_ACCESS_FORMAT, AccessLog
-from .scoreboard import Scoreboard, WorkerSlot
 from .sockets import cleanup_unix_sockets, create_sockets
 from .workers.base import Limits, WorkerControl
 
 if TYPE_CHECKING:
+    from .scoreboard import Scoreboard, WorkerSlot
     from .status import StatusPages
 
 logger = logging.getLogger("gateway.error")
@@ -98,7 +99,8 @@ def candidate_kinds(config: Config) -> tuple[str, ...]:
 
 def preimport_workers(config: Config, kinds: tuple[str, ...], *, bridge: bool = False) -> None:
     """Import what workers of these kinds import when they start: the worker module and, for
-    the async worker, uvloop (unless --loop asyncio) and with ``bridge`` the WSGI bridge."""
+    the async worker, uvloop (unless --loop asyncio) and with ``bridge`` the WSGI bridge;
+    also what the options make them import lazily: the slow log, the isolation layer."""
     for kind in kinds:
         worker_class(config, kind)
     if "async" in kinds:
@@ -107,6 +109,10 @@ def preimport_workers(config: Config, kinds: tuple[str, ...], *, bridge: bool = 
                 importlib.import_module("uvloop")
         if bridge:
             importlib.import_module("gateway.wsgi.bridge")
+        if config.slow_request_timeout_s:
+            importlib.import_module("gateway.watchdog")
+    if config.isolation_user_checkers or config.isolation_checkers.strip() not in ("auto", "none"):
+        importlib.import_module("gateway.isolation.base")
 
 
 def make_worker(
@@ -171,7 +177,11 @@ def run(config: Config) -> None:
         preimport_workers(config, kinds)
         gc.collect()
 
-    board = Scoreboard() if (config.status_path or config.status_binds) else None
+    board: Scoreboard | None = None
+    if config.status_path or config.status_binds:
+        from .scoreboard import Scoreboard
+
+        board = Scoreboard()
     pages = None
     if config.status_path or config.ping_path or config.status_binds:
         from .status import StatusPages
@@ -211,22 +221,30 @@ def run(config: Config) -> None:
         app, interface, kind = preloaded or prepare_app(config)
         if preloaded is None:
             logger.info("application %s loaded (%s, %s worker)", config.app, interface, kind)
-        worker_slot = WorkerSlot(board, slot) if board is not None and slot >= 0 else None
+        worker_slot = None
+        if board is not None and slot >= 0:
+            from .scoreboard import WorkerSlot
+
+            worker_slot = WorkerSlot(board, slot)
         try:
-            layer = build_layer(
-                config.isolation_checkers,
-                config.isolation_user_checkers,
-                parse_policies(config.isolation_policies),
-                config.isolation_default_policy,
-                worker=kind,
-                on_recycle=control.request_recycle,
-                on_finding=control.finding,
-            )
+            policies = parse_policies(config.isolation_policies)
+            layer = None
+            if any_checker(config.isolation_checkers, config.isolation_user_checkers):
+                layer = build_layer(
+                    config.isolation_checkers,
+                    config.isolation_user_checkers,
+                    policies,
+                    config.isolation_default_policy,
+                    worker=kind,
+                    on_recycle=control.request_recycle,
+                    on_finding=control.finding,
+                )
         except Exception as exc:  # a boot failure (exit 4), not a crash loop
             raise AppLoadError(f"cannot set up the isolation checkers: {type(exc).__name__}: {exc}") from exc
-        layer.after_load(app)
+        if layer is not None:
+            layer.after_load(app)
         worker = make_worker(config, app, kind, sockets, control, worker_pages, worker_slot)
-        worker.isolation = layer if layer.enabled else None
+        worker.isolation = layer if layer is not None and layer.enabled else None
         worker.interface = interface
         if logging.getLogger("gateway.access").handlers:
             worker.access = AccessLog(config.access_log_format or DEFAULT_ACCESS_FORMAT)

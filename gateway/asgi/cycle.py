@@ -31,7 +31,6 @@ import os
 import traceback
 from typing import Any
 
-from ..isolation.base import RequestInfo, describe_failure
 from ..response import InvalidResponse, error_response, failure_reply, header_block
 
 logger = logging.getLogger("gateway.error")
@@ -243,6 +242,8 @@ class ASGICycle:
         layer = self.proto.server.isolation
         info = None
         if layer is not None:
+            from ..isolation.base import RequestInfo  # loaded with the layer
+
             info = RequestInfo(
                 self.scope["method"], self.scope["path"], self.request_id,
                 "async", self.proto.server.interface,
@@ -280,6 +281,8 @@ class ASGICycle:
                 if self.buffer is not None:
                     replacement = None
                     if failing:
+                        from ..isolation.base import describe_failure
+
                         replacement = failure_reply(self.rid, error_response(500, describe_failure(failing)))
                     self.flush_buffer(replacement)
             self.proto.server.request_done(self)

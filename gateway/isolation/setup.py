@@ -7,6 +7,10 @@ comma list of names: globals, threadlocals, tasks, django, sqlalchemy, memory. U
 checkers come from ``--isolation-checker module:callable`` (repeatable) and from
 ``register_checker``. Policies: ``--isolation-policy KIND=POLICY`` (repeatable) over
 ``--isolation-default-policy``.
+
+``any_checker`` tells, without importing the layer (gateway.isolation.base), whether
+``build_layer`` would have a checker to run: when it would not, the worker does without a
+layer (the fresh Context of every request is the worker's own doing).
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..loading import import_from_string
-from .base import POLICIES, Checker, IsolationLayer, registered_checkers
+
+if TYPE_CHECKING:
+    from .base import Checker, IsolationLayer
 
 #: name -> (module, class); imported only when used
 BUILTIN: dict[str, tuple[str, str]] = {
@@ -37,6 +43,10 @@ AUTO_IF_IMPORTED: dict[str, str] = {"django": "django", "sqlalchemy": "sqlalchem
 
 
 def parse_policies(items: tuple[str, ...]) -> dict[str, str]:
+    if not items:
+        return {}
+    from .base import POLICIES
+
     policies = {}
     for item in items:
         kind, sep, policy = item.partition("=")
@@ -65,7 +75,18 @@ def checker_names(spec: str) -> list[str]:
     return names
 
 
+def any_checker(spec: str, user_checkers: tuple[str, ...]) -> bool:
+    """Whether ``build_layer`` would make a checker (called once the app is imported: ``auto``
+    looks at sys.modules). A checker registered by the app imported the layer already."""
+    if checker_names(spec) or user_checkers:
+        return True
+    base = sys.modules.get("gateway.isolation.base")
+    return base is not None and bool(base.registered_checkers())
+
+
 def _instantiate(factory: Callable[[], Any], what: str) -> Checker:
+    from .base import Checker
+
     try:
         checker = factory()
     except Exception as exc:
@@ -86,6 +107,8 @@ def build_layer(
     on_finding: Callable[[str], None] | None = None,
 ) -> IsolationLayer:
     """Called in the worker after the app is imported (``auto`` looks at sys.modules)."""
+    from .base import IsolationLayer, registered_checkers
+
     checkers: list[Checker] = []
     for name in checker_names(spec):
         if name == "tasks" and worker != "async":

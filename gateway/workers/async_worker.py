@@ -32,7 +32,7 @@ import os
 import signal
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..asgi.cycle import ASGICycle
 from ..asgi.lifespan import Lifespan
@@ -49,11 +49,12 @@ from ..protocol import (
     StdinReceived,
 )
 from ..response import protocol_error_reply
-from ..scoreboard import WorkerSlot
 from ..sockets import ClientFilter, describe
-from ..status import StatusPages
-from ..watchdog import format_task_stack, log_slow
 from .base import WorkerControl, codec_options
+
+if TYPE_CHECKING:  # imported only where used: status pages (json) and the slow log
+    from ..scoreboard import WorkerSlot
+    from ..status import StatusPages
 
 logger = logging.getLogger("gateway.error")
 
@@ -492,6 +493,8 @@ class AsyncWorker:
                 timers.append(self.loop.call_later(cfg.request_timeout_s, self._timeout, cycle, task))
 
     def _slow(self, cycle: ASGICycle, task: asyncio.Task[None]) -> None:
+        from ..watchdog import format_task_stack, log_slow
+
         log_slow(cycle.describe(), self.config.slow_request_timeout_s, format_task_stack(task))
 
     def _timeout(self, cycle: ASGICycle, task: asyncio.Task[None]) -> None:

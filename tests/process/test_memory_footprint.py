@@ -9,7 +9,9 @@ on RSS figures, which depend on the machine's Python build (bench/ measures thos
 - with ``--worker sync``, no async machinery: asyncio (and ssl), uvloop, a2wsgi, asgiref,
   the async worker;
 - with ``--worker async`` and an ASGI 3 app: neither the sync worker, nor a2wsgi (the WSGI
-  bridge), nor asgiref;
+  bridge), nor asgiref; and, with the default options, none of what only an option needs:
+  the status pages (with json) and the scoreboard (mmap) without --status-path, the slow
+  log's watchdog without timeouts, the isolation layer when no checker runs;
 - the master's objects are frozen for the worker's garbage collector (gc.freeze before
   fork: its collections do not copy-on-write the pages shared with the master).
 """
@@ -48,6 +50,16 @@ async def asgi_app(scope, receive, send):
 '''
 
 NEVER = {"click", "gateway.cli", "gateway.cli_tools", "logging.config", "gateway.status_server"}
+#: imported only when an option asks for them (json is not listed: the report above uses it)
+ASYNC_OPTIONAL = {
+    "gateway.status",
+    "gateway.scoreboard",
+    "mmap",
+    "gateway.watchdog",
+    "gateway.isolation.base",
+    "gateway.isolation.globals",
+    "gateway.isolation.tasks",
+}
 ASYNC_ONLY = {"uvloop", "a2wsgi", "asgiref", "gateway.workers.async_worker", "gateway.wsgi.bridge"}
 
 
@@ -86,7 +98,18 @@ def test_async_worker_holds_no_sync_worker_nor_bridge(report):
     assert not modules & NEVER, sorted(modules & NEVER)
     unexpected = {"gateway.workers.sync_worker", "gateway.workers.sync_threads", "a2wsgi", "asgiref"}
     assert not modules & unexpected, sorted(modules & unexpected)
+    assert not modules & ASYNC_OPTIONAL, sorted(modules & ASYNC_OPTIONAL)
     assert data["frozen"] > 1000
+
+
+def test_async_worker_loads_what_options_ask_for(report):
+    """The lazily imported modules still come when asked: status page, isolation checkers."""
+    data = report(
+        "asgi_app", "--worker", "async", "--status-path", "/status", "--isolation-checkers", "globals"
+    )
+    modules = top_level(data["modules"])
+    expected = {"gateway.status", "gateway.scoreboard", "gateway.isolation.base", "gateway.isolation.globals"}
+    assert expected <= modules, sorted(expected - modules)
 
 
 def test_auto_worker_kind_holds_no_cli(report):
