@@ -18,8 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from . import APPS
 from .backends import APPS_BY_FAMILY, BACKEND, BACKENDS, REFERENCE, backend_command
-from .environment import backend_env, machine_info, probe
+from .environment import backend_env, compile_sources, machine_info, probe
 from .load import Load, check_response, memory_request
 from .nginx import find_nginx, nginx_errors_by_port, start_nginx
 from .procs import Instance, PeakWatch, RssReading, RssSampler, cpu_seconds, rss_reading, stop_group
@@ -264,6 +265,7 @@ def run(args: argparse.Namespace) -> list[Row]:
     if not rows:
         raise SystemExit(f"nothing to measure: no requested backend is installed for {args.python}")
     meta = args.meta = machine_info(args.python, nginx, client, args.project)
+    compile_sources(args.python, args.project, APPS)
     if any(sc.kind == "memory" for sc in scenarios):
         meta["memory_requests"] = min(args.rounds, MEMORY_REQUESTS)  # per row of a memory scenario
         meta["memory_bytes"] = MEMORY_BYTES  # per request

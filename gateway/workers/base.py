@@ -29,7 +29,6 @@ a graceful replacement.
 from __future__ import annotations
 
 import os
-import random
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -97,14 +96,16 @@ class WorkerControl:
         self._last_beat = 0.0
         self.stale_detector: Any = None
         lim = self.limits
-        self.request_limit = (
-            lim.max_requests + random.randint(0, lim.max_requests_jitter) if lim.max_requests else 0
-        )
-        self.deadline = (
-            self.started + lim.max_lifetime_s + random.uniform(0, lim.max_lifetime_jitter_s)
-            if lim.max_lifetime_s
-            else 0.0
-        )
+        self.request_limit = 0
+        self.deadline = 0.0
+        if lim.max_requests or lim.max_lifetime_s:
+            import random  # only with a limit to jitter (~0.14 MiB of an idle worker otherwise)
+
+            if lim.max_requests:
+                self.request_limit = lim.max_requests + random.randint(0, lim.max_requests_jitter)
+            if lim.max_lifetime_s:
+                jitter = random.uniform(0, lim.max_lifetime_jitter_s)
+                self.deadline = self.started + lim.max_lifetime_s + jitter
 
     def _send(self, text: str) -> None:
         if self.fd is None:
