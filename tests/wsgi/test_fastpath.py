@@ -140,6 +140,22 @@ def test_not_one_whole_request(mangle):
     assert fast(data) is None
 
 
+def test_every_truncation_is_left_to_the_codec():
+    """A request cut anywhere (a partial read) is never taken: the codec waits for more."""
+    data = request_bytes(captured_requests()["/form"], b"a=1&b=2", params_cuts=(50,), padding=2)
+    assert fast(data) is not None
+    for cut in range(len(data)):
+        assert fast(data[:cut]) is None, cut
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_bytes(data):
+    got = fast(data)
+    if got is not None:
+        assert got == reference(data)
+
+
 def test_limits_leave_it_to_the_codec():
     params = captured_requests()["/keep/1"]
     data = request_bytes(params)
