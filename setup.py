@@ -14,6 +14,11 @@ _PAIRS_H = ["gateway/protocol/_pairs_items.h"]
 setup(
     ext_modules=[
         Extension("gateway.protocol._pairs", ["gateway/protocol/_pairs.c"], depends=_PAIRS_H, optional=True),
-        Extension("gateway.wsgi._fastpath", ["gateway/wsgi/_fastpath.c"], depends=_PAIRS_H, optional=True),
+        Extension(
+            "gateway.wsgi._fastpath",
+            ["gateway/wsgi/_fastpath.c"],
+            depends=[*_PAIRS_H, "gateway/wsgi/_environ_fixups.h"],
+            optional=True,
+        ),
     ]
 )

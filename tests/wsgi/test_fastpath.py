@@ -48,7 +48,9 @@ def test_built():
 
 def test_the_c_source_does_no_io():
     includes = re.findall(r"#include\s*[<\"]([^>\"]+)", C_SOURCE.read_text())
-    assert includes == ["../protocol/_pairs_items.h"]
+    assert includes == ["../protocol/_pairs_items.h", "_environ_fixups.h"]
+    fixups = C_SOURCE.with_name("_environ_fixups.h").read_text()
+    assert re.findall(r"#include\s*[<\"]([^>\"]+)", fixups) == ["Python.h"]
 
 
 def record(rtype: int, rid: int, content: bytes = b"", padding: int = 0) -> bytes:
