@@ -142,6 +142,14 @@ def test_not_one_whole_request(mangle):
     assert fast(data) is None
 
 
+def test_more_than_16_records_of_a_stream_are_left_to_the_codec():
+    params = captured_requests()["/keep/1"]
+    sixteen = request_bytes(params, b"y" * 160, body_cuts=tuple(range(10, 160, 10)))
+    seventeen = request_bytes(params, b"y" * 170, body_cuts=tuple(range(10, 170, 10)))
+    assert fast(sixteen) == reference(sixteen) and fast(sixteen) is not None
+    assert fast(seventeen) is None and reference(seventeen) is not None
+
+
 def test_every_truncation_is_left_to_the_codec():
     """A request cut anywhere (a partial read) is never taken: the codec waits for more."""
     data = request_bytes(captured_requests()["/form"], b"a=1&b=2", params_cuts=(50,), padding=2)
