@@ -61,20 +61,32 @@ class SourceWatcher:
             except ImportError:
                 if backend == "watchfiles":
                     logger.warning("--reload-backend watchfiles: watchfiles is not installed; polling")
-        self._snapshot = _mtimes(_py_files(self.roots)) if self.backend == "polling" else {}
+        # watchfiles: compared once its watches are in place, for what changed before
+        self._snapshot = _mtimes(_py_files(self.roots))
         self._last_poll = time.monotonic()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        logger.info("--reload: watching %s (%s)", ", ".join(self.roots), self.backend)
         if self.backend == "watchfiles":
             self._thread = threading.Thread(target=self._watch, name="gateway-reload", daemon=True)
             self._thread.start()
+        else:
+            logger.info("--reload: watching %s (%s)", ", ".join(self.roots), self.backend)
 
     def _watch(self) -> None:
         import watchfiles
 
-        for changes in watchfiles.watch(*self.roots, stop_event=self._stop, debounce=200, rust_timeout=500):
+        watching = False
+        for changes in watchfiles.watch(
+            *self.roots, stop_event=self._stop, debounce=200, rust_timeout=500, yield_on_timeout=True
+        ):
+            if not watching:
+                # The first yield (a change, or the first timeout) comes once the watches are
+                # in place: only then say so, and catch what changed while they were set up.
+                watching = True
+                logger.info("--reload: watching %s (watchfiles)", ", ".join(self.roots))
+                if _mtimes(_py_files(self.roots)) != self._snapshot:
+                    self._flag.set()
             if any(path.endswith(".py") for _, path in changes):
                 self._flag.set()
 

@@ -87,3 +87,20 @@ def test_stale_detector_unit(tmp_path, monkeypatch):
     write_app(mod, "v2")
     assert detector.check() == str(mod)
     assert detector.check() is None  # reported once
+
+
+def test_watchfiles_catches_a_change_made_while_its_watches_are_set_up(tmp_path):
+    """A file changed between start-up and the moment inotify watches it is not missed
+    (the first yield of the watcher compares against the snapshot taken at start-up)."""
+    pytest.importorskip("watchfiles")
+    write_app(tmp_path / "early.py", "v1")
+    watcher = SourceWatcher([str(tmp_path)], backend="watchfiles")
+    write_app(tmp_path / "early.py", "v2")  # before start(): no watch can see this one
+    watcher.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not watcher.changed():
+            assert time.monotonic() < deadline, "the change made before the watches was missed"
+            time.sleep(0.05)
+    finally:
+        watcher.stop()
