@@ -2,8 +2,9 @@
 function when it is not built (no C compiler at install time).
 
 - ``whole_request(data, base, root_path, max_params_bytes, max_params_count)``: a request
-  that arrived whole in a new connection's first read -> (request_id, keep_conn, environ,
-  body), or None (take the codec path);
+  that arrived whole in one read on an idle connection (a new one, or a kept-alive one
+  between requests) -> (request_id, keep_conn, environ, body), or None (take the codec
+  path);
 - ``header_block(status, headers)`` -> (block, content_length, code), or None (take
   ``gateway.response.wsgi_header_block``, which also raises every error).
 
