@@ -296,13 +296,6 @@ fix_environ(PyObject *env, PyObject *root)
     return 1;
 }
 
-static PyObject *
-intern(const char *s)
-{
-    PyObject *o = PyUnicode_InternFromString(s);
-    return o;
-}
-
 /* Intern the names and values above (once). -1 on error. */
 static int
 init_names(void)
@@ -339,7 +332,7 @@ init_names(void)
         {&V_SLASH, "/"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        if (*names[i].slot == NULL && (*names[i].slot = intern(names[i].text)) == NULL) {
+        if (*names[i].slot == NULL && (*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL) {
             return -1;
         }
     }
