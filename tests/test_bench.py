@@ -28,15 +28,11 @@ from types import ModuleType
 
 import pytest
 
-from tests.integration.nginx import NGINX
-
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench" / "bench.py"
 HARNESS = REPO / "bench" / "harness"
 PROJECT_ROWS = ("project-wsgi", "project-asgi", "project-wsgi-bridge")
 WORKER_FIELDS = ("rss_worker_idle_mib", "rss_worker_after_mib", "rss_worker_peak_mib")
-
-needs_nginx = pytest.mark.skipif(not Path(NGINX).exists(), reason="nginx is not installed")
 
 
 def harness(module: str) -> ModuleType:
@@ -81,7 +77,6 @@ def _check_rows(data: dict, scenarios: tuple[str, ...], backends: tuple[str, ...
     assert {r["backend"] for r in data["results"]} <= {*PROJECT_ROWS, "uwsgi"}  # --tiny: gateway (+ uWSGI)
 
 
-@needs_nginx
 @pytest.mark.slow
 def test_tiny_run_measures_every_gateway_row(tmp_path: Path) -> None:
     data = _run(tmp_path)
@@ -91,7 +86,6 @@ def test_tiny_run_measures_every_gateway_row(tmp_path: Path) -> None:
     assert meta["nproc"] >= 1 and meta["nginx"]
 
 
-@needs_nginx
 @pytest.mark.slow
 def test_python_client_fallback(tmp_path: Path) -> None:
     data = _run(tmp_path, "--client", "python", "--scenarios", "hello", "--only", "project-wsgi,project-asgi")
@@ -99,7 +93,6 @@ def test_python_client_fallback(tmp_path: Path) -> None:
     assert "python" in data["meta"]["client"]
 
 
-@needs_nginx
 @pytest.mark.slow
 def test_tiny_memory_scenarios(tmp_path: Path) -> None:
     scenarios = ("mem-upload", "mem-download")

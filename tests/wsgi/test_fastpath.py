@@ -36,8 +36,6 @@ C_SOURCE = Path(fastpath.__file__).with_name("_fastpath.c")
 BASE = {"wsgi.version": (1, 0), "wsgi.multithread": False, "wsgi.run_once": False}
 LIMITS = (256 * 1024, 1000)
 
-pytestmark = pytest.mark.skipif(fastpath.whole_request is None, reason="reported by test_built")
-
 
 def test_built():
     assert fastpath.whole_request is not None and fastpath.header_block is not None, (
