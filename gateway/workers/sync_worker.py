@@ -349,13 +349,18 @@ class SyncWorker:
             except OSError:
                 self._close(conn)
                 continue
-            whole = self._whole
-            if whole is not None:
-                got = whole(data, self._base, self._root_path, self._max_params_bytes, self._max_params_count)
-                if got is not None:
-                    self._serve_whole(conn, *got)
-                    continue
-            self._process(conn, data)
+            self._take(conn, data, True)  # a new connection's codec is idle
+
+    def _take(self, conn: _Conn, data: bytes, idle: bool) -> None:
+        """Serve what ``data`` brings: through the C fast path when the codec is ``idle`` and
+        the read holds one whole request, else through the codec."""
+        whole = self._whole
+        if whole is not None and idle:
+            got = whole(data, self._base, self._root_path, self._max_params_bytes, self._max_params_count)
+            if got is not None:
+                self._serve_whole(conn, *got)
+                return
+        self._process(conn, data)
 
     def _wait_for(self, conn: _Conn) -> None:
         """Watch ``conn`` in epoll until its next bytes arrive."""
@@ -371,13 +376,7 @@ class SyncWorker:
         except OSError:
             self._close(conn)
             return
-        whole = self._whole
-        if whole is not None and data and conn.codec.idle:  # the next request, kept alive
-            got = whole(data, self._base, self._root_path, self._max_params_bytes, self._max_params_count)
-            if got is not None:
-                self._serve_whole(conn, *got)
-                return
-        self._process(conn, data)
+        self._take(conn, data, bool(data) and conn.codec.idle)  # the next request, kept alive
 
     def _close(self, conn: _Conn) -> None:
         if self._conns.pop(conn.fd, None) is not None:
