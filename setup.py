@@ -4,12 +4,14 @@ pure-Python code paths are used (the reference implementations; tests compare th
 
 - gateway/protocol/_pairs.c: the codec's name-value pairs decoder;
 - gateway/wsgi/_fastpath.c: the sync worker's whole-request parse + environ, and
-  start_response's header block.
+  start_response's header block;
+- gateway/asgi/_fastpath.c: the async worker's whole-request parse + scope.
 """
 
 from setuptools import Extension, setup
 
 _PAIRS_H = ["gateway/protocol/_pairs_items.h"]
+_WHOLE_H = ["gateway/protocol/_whole_request.h"]
 
 setup(
     ext_modules=[
@@ -17,7 +19,13 @@ setup(
         Extension(
             "gateway.wsgi._fastpath",
             ["gateway/wsgi/_fastpath.c"],
-            depends=[*_PAIRS_H, "gateway/wsgi/_environ_fixups.h"],
+            depends=[*_PAIRS_H, *_WHOLE_H, "gateway/wsgi/_environ_fixups.h"],
+            optional=True,
+        ),
+        Extension(
+            "gateway.asgi._fastpath",
+            ["gateway/asgi/_fastpath.c"],
+            depends=[*_PAIRS_H, *_WHOLE_H],
             optional=True,
         ),
     ]

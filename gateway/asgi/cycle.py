@@ -31,7 +31,8 @@ import os
 import traceback
 from typing import Any
 
-from ..response import InvalidResponse, error_response, failure_reply, header_block
+from ..response import STATUS_LINES, InvalidResponse, error_response, failure_reply, header_block
+from .fastpath import fast_header_block
 
 logger = logging.getLogger("gateway.error")
 
@@ -172,8 +173,10 @@ class ASGICycle:
         if mtype == "http.response.start":
             if self.started:
                 raise RuntimeError("ASGI 'http.response.start' sent twice")
-            self.head = header_block(message["status"], message.get("headers", ()))
-            self.status = message["status"]
+            status, headers = message["status"], message.get("headers", ())
+            head = None if fast_header_block is None else fast_header_block(status, headers, STATUS_LINES)
+            self.head = header_block(status, headers) if head is None else head
+            self.status = status
             self.started = True
             return
         if mtype == "http.response.trailers":

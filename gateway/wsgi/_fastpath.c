@@ -25,81 +25,8 @@
  * is its only state, and the GIL guards it.
  */
 #include "../protocol/_pairs_items.h"
+#include "../protocol/_whole_request.h"
 #include "_environ_fixups.h"
-
-#define MAX_SEGMENTS 16
-
-typedef struct {
-    const unsigned char *ptr;
-    Py_ssize_t len;
-} segment;
-
-/* The record at *pos, if it is complete and of ``type`` for ``rid``: its content. */
-static int
-next_record(const unsigned char *p, Py_ssize_t end, Py_ssize_t *pos, int type, int rid,
-            segment *out)
-{
-    Py_ssize_t i = *pos;
-    if (end - i < 8 || p[i] != 1 || p[i + 1] != type || ((p[i + 2] << 8) | p[i + 3]) != rid) {
-        return 0;
-    }
-    Py_ssize_t clen = (p[i + 4] << 8) | p[i + 5];
-    Py_ssize_t plen = p[i + 6];
-    if (end - i - 8 < clen + plen) {
-        return 0;
-    }
-    out->ptr = p + i + 8;
-    out->len = clen;
-    *pos = i + 8 + clen + plen;
-    return 1;
-}
-
-/* The non-empty records of one stream, up to and including its empty end record. */
-static int
-read_stream(const unsigned char *p, Py_ssize_t end, Py_ssize_t *pos, int type, int rid,
-            segment *segs, int *nsegs, Py_ssize_t *total)
-{
-    segment s;
-    *nsegs = 0;
-    *total = 0;
-    while (next_record(p, end, pos, type, rid, &s)) {
-        if (s.len == 0) {
-            return 1;
-        }
-        if (*nsegs == MAX_SEGMENTS) {
-            return 0;
-        }
-        segs[(*nsegs)++] = s;
-        *total += s.len;
-    }
-    return 0;
-}
-
-/* The stream's content as one buffer: the record itself when there is one, else a copy
- * the caller frees (*owned). */
-static const unsigned char *
-join_segments(segment *segs, int nsegs, Py_ssize_t total, unsigned char **owned)
-{
-    *owned = NULL;
-    if (nsegs == 1) {
-        return segs[0].ptr;
-    }
-    if (nsegs == 0) {
-        return (const unsigned char *)"";
-    }
-    unsigned char *buf = PyMem_Malloc((size_t)total);
-    if (buf == NULL) {
-        PyErr_NoMemory();
-        return NULL;
-    }
-    Py_ssize_t off = 0;
-    for (int i = 0; i < nsegs; i++) {
-        memcpy(buf + off, segs[i].ptr, (size_t)segs[i].len);
-        off += segs[i].len;
-    }
-    *owned = buf;
-    return buf;
-}
 
 /* The params into ``env``: 1 done, 0 not simple (malformed, too many, a repeated name or
  * one the base already has), -1 error. */
@@ -152,38 +79,19 @@ request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                         "max_params_count: int)");
         return NULL;
     }
-    Py_ssize_t max_bytes = PyLong_AsSsize_t(args[3]);
-    Py_ssize_t max_count = PyLong_AsSsize_t(args[4]);
-    if ((max_bytes == -1 || max_count == -1) && PyErr_Occurred()) {
-        return NULL;
-    }
-    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(args[0]);
-    Py_ssize_t end = PyBytes_GET_SIZE(args[0]);
-    /* BEGIN_REQUEST: role RESPONDER, a non-zero id, an 8-byte body */
-    if (end < 16 || p[0] != 1 || p[1] != 1 || p[4] != 0 || p[5] != 8) {
-        Py_RETURN_NONE;
-    }
-    int rid = (p[2] << 8) | p[3];
-    Py_ssize_t pos = 16 + p[6];
-    if (rid == 0 || pos > end || p[8] != 0 || p[9] != 1) {
-        Py_RETURN_NONE;
-    }
-    int keep = p[10] & 1;
-    segment params[MAX_SEGMENTS], body[MAX_SEGMENTS];
-    int nparams, nbody;
-    Py_ssize_t params_size, body_size;
-    if (!read_stream(p, end, &pos, 4, rid, params, &nparams, &params_size) ||
-        params_size > max_bytes ||
-        !read_stream(p, end, &pos, 5, rid, body, &nbody, &body_size) || pos != end) {
-        Py_RETURN_NONE;
-    }
+    whole_request r;
+    Py_ssize_t max_count;
+    const unsigned char *block;
     unsigned char *owned;
-    const unsigned char *block = join_segments(params, nparams, params_size, &owned);
-    if (block == NULL) {
-        return NULL;
+    int taken = take_whole(args[0], args[3], args[4], &r, &max_count, &block, &owned);
+    if (taken <= 0) {
+        if (taken < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
     }
     PyObject *env = PyDict_Copy(args[1]);
-    int ok = env == NULL ? -1 : fill_params(env, block, params_size, max_count);
+    int ok = env == NULL ? -1 : fill_params(env, block, r.params_size, max_count);
     PyMem_Free(owned);
     if (ok > 0) {
         ok = fix_environ(env, args[2]);
@@ -195,39 +103,7 @@ request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         Py_RETURN_NONE;
     }
-    PyObject *data;
-    if (nbody == 1) {
-        data = PyBytes_FromStringAndSize((const char *)body[0].ptr, body[0].len);
-    }
-    else {
-        data = PyBytes_FromStringAndSize(NULL, body_size);
-        if (data != NULL) {
-            char *out = PyBytes_AS_STRING(data);
-            for (int i = 0; i < nbody; i++) {
-                memcpy(out, body[i].ptr, (size_t)body[i].len);
-                out += body[i].len;
-            }
-        }
-    }
-    if (data == NULL) {
-        Py_DECREF(env);
-        return NULL;
-    }
-    PyObject *result = PyTuple_New(4);
-    if (result == NULL) {
-        Py_DECREF(env);
-        Py_DECREF(data);
-        return NULL;
-    }
-    PyTuple_SET_ITEM(result, 0, PyLong_FromLong(rid));
-    PyTuple_SET_ITEM(result, 1, PyBool_FromLong(keep));
-    PyTuple_SET_ITEM(result, 2, env);
-    PyTuple_SET_ITEM(result, 3, data);
-    if (PyTuple_GET_ITEM(result, 0) == NULL) {
-        Py_DECREF(result);
-        return NULL;
-    }
-    return result;
+    return whole_result(&r, env);
 }
 
 /* A latin-1 str without CR, LF or NUL: its bytes, else NULL (not simple). */

@@ -11,7 +11,6 @@ must be built where the tests run (setup-env installs the project, which compile
 
 from __future__ import annotations
 
-import itertools
 import re
 from pathlib import Path
 
@@ -19,18 +18,13 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from gateway.protocol import (
-    FastCGIConnection,
-    RemoteProtocolError,
-    RequestReceived,
-    StdinEnded,
-    StdinReceived,
-)
-from gateway.protocol.records import encode_begin_request, encode_pairs, pack_header
+from gateway.protocol import FastCGIConnection
+from gateway.protocol.records import encode_pairs
 from gateway.response import InvalidResponse, wsgi_header_block
 from gateway.wsgi import fastpath
 from gateway.wsgi.environ import build_environ
 from tests.capture import captured_requests
+from tests.fastpath_frames import NOT_ONE_WHOLE_REQUEST, codec_whole, request_bytes
 
 C_SOURCE = Path(fastpath.__file__).with_name("_fastpath.c")
 BASE = {"wsgi.version": (1, 0), "wsgi.multithread": False, "wsgi.run_once": False}
@@ -44,52 +38,23 @@ def test_built():
     )
 
 
-def test_the_c_source_does_no_io():
+def test_the_c_sources_do_no_io():
+    """Only Python.h and the project's own headers, which include only Python.h."""
     includes = re.findall(r"#include\s*[<\"]([^>\"]+)", C_SOURCE.read_text())
-    assert includes == ["../protocol/_pairs_items.h", "_environ_fixups.h"]
-    fixups = C_SOURCE.with_name("_environ_fixups.h").read_text()
-    assert re.findall(r"#include\s*[<\"]([^>\"]+)", fixups) == ["Python.h"]
-
-
-def record(rtype: int, rid: int, content: bytes = b"", padding: int = 0) -> bytes:
-    return pack_header(1, rtype, rid, len(content), padding) + content + b"\0" * padding
-
-
-def request_bytes(
-    params: list[tuple[bytes, bytes]],
-    body: bytes = b"",
-    rid: int = 1,
-    keep: bool = False,
-    params_cuts: tuple[int, ...] = (),
-    body_cuts: tuple[int, ...] = (),
-    padding: int = 0,
-) -> bytes:
-    def stream(rtype: int, data: bytes, cuts: tuple[int, ...]) -> bytes:
-        points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-        out = b"".join(record(rtype, rid, data[a:b], padding) for a, b in itertools.pairwise(points) if b > a)
-        return out + record(rtype, rid, b"", padding)
-
-    return (
-        encode_begin_request(rid, keep_conn=keep)
-        + stream(4, encode_pairs(params), params_cuts)
-        + stream(5, body, body_cuts)
-    )
+    assert includes == ["../protocol/_pairs_items.h", "../protocol/_whole_request.h", "_environ_fixups.h"]
+    for header in includes:
+        text = (C_SOURCE.parent / header).read_text()
+        assert re.findall(r"#include\s*[<\"]([^>\"]+)", text) == ["Python.h"], header
 
 
 def reference(data: bytes, root_path: str = "", limits: tuple[int, int] = LIMITS):
     """What the ordinary path makes of ``data``: (rid, keep, environ items, body), or
     None when it is not exactly one whole request (or an error)."""
     codec = FastCGIConnection(max_params_bytes=limits[0], max_params_count=limits[1], text_params=True)
-    try:
-        events = codec.feed(data)
-    except RemoteProtocolError:
+    got = codec_whole(codec, data)
+    if got is None:
         return None
-    if codec.data_to_send() or not events or type(events[0]) is not RequestReceived:
-        return None
-    req = events[0]
-    if type(events[-1]) is not StdinEnded or any(type(e) is not StdinReceived for e in events[1:-1]):
-        return None
-    body = b"".join(e.data for e in events[1:-1])
+    req, body = got
     environ = build_environ(req.params, BASE, root_path=root_path)
     return req.request_id, req.keep_conn, list(environ.items()), body
 
@@ -122,19 +87,7 @@ def test_bodies_in_several_records_and_padding():
     assert fast(data)[3] == b"x" * 70_000
 
 
-@pytest.mark.parametrize(
-    "mangle",
-    [
-        lambda d: d[:-8],  # no empty STDIN
-        lambda d: d + record(5, 1),  # more after the request
-        lambda d: d + encode_begin_request(2),  # a second request
-        lambda d: d[:1] + b"\x02" + d[2:],  # not BEGIN_REQUEST first
-        lambda d: b"\x02" + d[1:],  # another version
-        lambda d: d[:9] + b"\x02" + d[10:],  # role AUTHORIZER
-        lambda d: d[:2] + b"\x00\x00" + d[4:],  # request id 0
-        lambda d: record(9, 0, encode_pairs([(b"FCGI_MAX_CONNS", b"")])) + d,  # management first
-    ],
-)
+@pytest.mark.parametrize("mangle", NOT_ONE_WHOLE_REQUEST)
 def test_not_one_whole_request(mangle):
     data = mangle(request_bytes(captured_requests()["/keep/1"]))
     assert fast(data) is None

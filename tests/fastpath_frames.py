@@ -1,0 +1,69 @@
+"""FastCGI request bytes for the C fast-path tests (tests/wsgi/test_fastpath.py and
+tests/asgi/test_asgi_fastpath.py): one whole request, its streams cut in records at chosen
+points, the ways to make bytes that are not one whole simple request, and what the codec
+(the reference) makes of bytes."""
+
+from __future__ import annotations
+
+import itertools
+
+from gateway.protocol import (
+    FastCGIConnection,
+    RemoteProtocolError,
+    RequestReceived,
+    StdinEnded,
+    StdinReceived,
+)
+from gateway.protocol.records import encode_begin_request, encode_pairs, pack_header
+
+
+def record(rtype: int, rid: int, content: bytes = b"", padding: int = 0) -> bytes:
+    return pack_header(1, rtype, rid, len(content), padding) + content + b"\0" * padding
+
+
+def request_bytes(
+    params: list[tuple[bytes, bytes]],
+    body: bytes = b"",
+    rid: int = 1,
+    keep: bool = False,
+    params_cuts: tuple[int, ...] = (),
+    body_cuts: tuple[int, ...] = (),
+    padding: int = 0,
+) -> bytes:
+    def stream(rtype: int, data: bytes, cuts: tuple[int, ...]) -> bytes:
+        points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+        out = b"".join(record(rtype, rid, data[a:b], padding) for a, b in itertools.pairwise(points) if b > a)
+        return out + record(rtype, rid, b"", padding)
+
+    return (
+        encode_begin_request(rid, keep_conn=keep)
+        + stream(4, encode_pairs(params), params_cuts)
+        + stream(5, body, body_cuts)
+    )
+
+
+#: Changes that make a whole request something the fast paths must leave to the codec.
+NOT_ONE_WHOLE_REQUEST = [
+    lambda d: d[:-8],  # no empty STDIN
+    lambda d: d + record(5, 1),  # more after the request
+    lambda d: d + encode_begin_request(2),  # a second request
+    lambda d: d[:1] + b"\x02" + d[2:],  # not BEGIN_REQUEST first
+    lambda d: b"\x02" + d[1:],  # another version
+    lambda d: d[:9] + b"\x02" + d[10:],  # role AUTHORIZER
+    lambda d: d[:2] + b"\x00\x00" + d[4:],  # request id 0
+    lambda d: record(9, 0, encode_pairs([(b"FCGI_MAX_CONNS", b"")])) + d,  # management first
+]
+
+
+def codec_whole(codec: FastCGIConnection, data: bytes) -> tuple[RequestReceived, bytes] | None:
+    """What the codec (the reference) makes of ``data``: the request and its body when it is
+    exactly one whole request, else None (a protocol error included)."""
+    try:
+        events = codec.feed(data)
+    except RemoteProtocolError:
+        return None
+    if codec.data_to_send() or not events or type(events[0]) is not RequestReceived:
+        return None
+    if type(events[-1]) is not StdinEnded or any(type(e) is not StdinReceived for e in events[1:-1]):
+        return None
+    return events[0], b"".join(e.data for e in events[1:-1])
