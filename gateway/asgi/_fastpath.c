@@ -71,8 +71,11 @@ params_list(const unsigned char *p, Py_ssize_t end, Py_ssize_t max_count)
             Py_RETURN_NONE; /* the codec raises the precise error */
         }
         Py_ssize_t slot = 2 * PyList_GET_SIZE(pairs);
-        PyObject *pair = Py_BuildValue("(NN)", make_item(p + pos, n, 0, slot),
-                                       make_item(p + pos + n, v, 0, slot + 1));
+        PyObject *name = make_item(p + pos, n, 0, slot);
+        PyObject *value = name == NULL ? NULL : make_item(p + pos + n, v, 0, slot + 1);
+        PyObject *pair = value == NULL ? NULL : PyTuple_Pack(2, name, value);
+        Py_XDECREF(name);
+        Py_XDECREF(value);
         if (pair == NULL || PyList_Append(pairs, pair) < 0) {
             Py_XDECREF(pair);
             Py_CLEAR(pairs);
@@ -234,7 +237,7 @@ sort_params(PyObject *params, PyObject **cgi, PyObject *headers)
         return -1;
     }
     if (cookies != NULL) {
-        PyObject *joined = _PyBytes_Join(b_cookie_sep, cookies);
+        PyObject *joined = PyObject_CallMethod(b_cookie_sep, "join", "O", cookies);
         Py_DECREF(cookies);
         int failed = joined == NULL || add_header(headers, b_cookie, joined) < 0;
         Py_XDECREF(joined);
@@ -360,7 +363,7 @@ scope(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *root = PyUnicode_GET_LENGTH(root_path) == 0 && truthy(cgi[PATH_INFO])
                          ? cgi[SCRIPT_NAME] != NULL ? latin1(cgi[SCRIPT_NAME]) : PyUnicode_New(0, 0)
                          : Py_NewRef(root_path);
-    PyObject *fastcgi = _PyDict_NewPresized(4);
+    PyObject *fastcgi = PyDict_New();
     if (root == NULL || fastcgi == NULL || PyDict_SetItem(fastcgi, s_params, params) < 0 ||
         PyDict_SetItem(fastcgi, s_role, args[3]) < 0 ||
         PyDict_SetItem(fastcgi, s_request_id, args[4]) < 0 ||
@@ -388,9 +391,9 @@ scope(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                                  : PyBytes_FromStringAndSize(q + 1, ulen - plen - 1)) &&
         (values[10] = endpoint(cgi[REMOTE_ADDR], cgi[REMOTE_PORT])) &&
         (values[11] = endpoint(server_addr, cgi[SERVER_PORT])) &&
-        (values[12] = _PyDict_NewPresized(1)) &&
+        (values[12] = PyDict_New()) &&
         PyDict_SetItem(values[12], s_fastcgi, fastcgi) == 0 &&
-        (result = _PyDict_NewPresized(14)) != NULL) {
+        (result = PyDict_New()) != NULL) {
         for (int i = 0; i < 13; i++) {
             if (PyDict_SetItem(result, keys[i], values[i]) < 0) {
                 Py_CLEAR(result);
