@@ -102,6 +102,44 @@ def test_tiny_memory_scenarios(tmp_path: Path) -> None:
     assert data["meta"]["memory_requests"] == 1 and data["meta"]["memory_bytes"] == 100 * 1024 * 1024
 
 
+@pytest.mark.slow
+def test_instructions_run(tmp_path: Path) -> None:
+    """``--instructions`` (Valgrind, installed by scripts/setup-env) gives a count per row."""
+    out = tmp_path / "instructions.json"
+    cmd = [sys.executable, str(BENCH), "--no-install", "--instructions", "20", "--scenarios", "hello"]
+    cmd += ["--only", "project-wsgi,project-asgi", "--json", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    print(done.stdout[-6000:], done.stderr[-6000:], sep="\n")
+    assert done.returncode == 0, f"bench exited with {done.returncode}"
+    counts = json.loads(out.read_text())
+    assert [(c["scenario"], c["backend"]) for c in counts] == [
+        ("hello", "project-wsgi"),
+        ("hello", "project-asgi"),
+    ]
+    assert all(c["per_request"] > 1000 and not c["error"] for c in counts)  # a request is thousands
+    assert "| hello | **project-wsgi** |" in done.stdout
+
+
+def test_instructions_pick_the_process_that_served() -> None:
+    """The worker is the process whose total grew with the extra requests, not the largest
+    (a gateway's master can have run more instructions than a worker at start-up)."""
+    per_request = harness("instructions").per_request
+    assert per_request([377_000, 310_000, 300_000], [377_100, 310_050, 320_000], 100) == 200.0
+    with pytest.raises(RuntimeError):
+        per_request([1, 2], [1, 2, 3], 10)
+
+
+def test_instructions_requests_are_what_nginx_sends() -> None:
+    """The FastCGI request --instructions sends: one whole request with the stock params."""
+    from gateway.protocol import FastCGIConnection, RequestReceived, StdinEnded
+
+    events = FastCGIConnection().feed(harness("instructions").fastcgi_request("/x"))
+    assert [type(e) for e in events] == [RequestReceived, StdinEnded]
+    params = dict(events[0].params)
+    assert params[b"REQUEST_URI"] == params[b"SCRIPT_NAME"] == b"/x" and params[b"REQUEST_METHOD"] == b"GET"
+    assert not events[0].keep_conn
+
+
 WRK_OUTPUT = """\
 Running 4s test @ http://127.0.0.1:40000/
   1 threads and 32 connections

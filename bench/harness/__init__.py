@@ -15,9 +15,10 @@ one way (the package itself only holds the paths every module shares):
     runner.py       the run: plan the rows, start each group, interleave the rounds
     report.py       the table (terminal, Markdown) and the JSON file
     chart.py        the PNG chart (matplotlib)
+    instructions.py --instructions: instructions per request under Valgrind (no timing)
     cli.py          options and ``main``
 
-Standard library only; matplotlib for ``--chart``.
+Standard library only; matplotlib for ``--chart``, valgrind for ``--instructions``.
 """
 
 from __future__ import annotations

@@ -7,15 +7,18 @@ exits 1 when a row failed or had a client-visible error.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from . import ENTRY, REPO
 from .backends import BACKEND, BACKENDS, PROJECT_ROWS, REFERENCE
 from .chart import write_chart
 from .environment import DEFAULT_VENV, ensure_system_tools, ensure_venv
+from .instructions import count_instructions, instructions_table
 from .report import failures, load_json, markdown_table, print_table, write_json
 from .runner import run
 from .scenarios import SCENARIO, SCENARIOS, TINY_SCENARIOS
@@ -44,6 +47,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         choices=("auto", "wrk", "python"),
         default="auto",
         help="load generator (auto: wrk when installed)",
+    )
+    ap.add_argument(
+        "--instructions",
+        type=int,
+        metavar="N",
+        help="instead of load runs: count the instructions per request of each row under valgrind, "
+        "over N requests (hello, flask, django; docs/benchmarks.md)",
     )
     ap.add_argument("--json", metavar="FILE", help="write machine-readable results here")
     ap.add_argument("--markdown", metavar="FILE", help="write the table as Markdown here")
@@ -112,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.command = os.environ.get("FCGI_BENCH_COMMAND") or shlex.join(["bench/run", *argv])
     if not args.no_install:
-        ensure_system_tools(need_wrk=args.client != "python")
+        ensure_system_tools(need_wrk=args.client != "python", need_valgrind=bool(args.instructions))
         python = ensure_venv(Path(args.venv))
         if os.path.realpath(sys.prefix) != os.path.realpath(args.venv):
             # Go on inside the venv (matplotlib for --chart is there).
@@ -120,6 +130,15 @@ def main(argv: list[str] | None = None) -> int:
             os.execve(python, [python, str(ENTRY), *argv, "--no-install"], env)
         args.python = python
     args.python = args.python or sys.executable
+    if args.instructions:
+        counts = count_instructions(args)
+        table = instructions_table(counts)
+        print(table)
+        if args.markdown:
+            Path(args.markdown).write_text(table)
+        if args.json:
+            Path(args.json).write_text(json.dumps([asdict(c) for c in counts], indent=1) + "\n")
+        return 1 if any(c.per_request is None for c in counts) else 0
     if args.report:
         rows, args.meta = load_json(args.report)
     else:

@@ -85,10 +85,16 @@ def _run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True)
 
 
-def ensure_system_tools(need_wrk: bool) -> None:
-    """nginx and wrk from apt when missing."""
+def ensure_system_tools(need_wrk: bool, need_valgrind: bool = False) -> None:
+    """nginx, wrk and valgrind (for --instructions) from apt when missing."""
     missing = [
-        p for p, ok in (("nginx", find_nginx()), ("wrk", shutil.which("wrk") or not need_wrk)) if not ok
+        p
+        for p, ok in (
+            ("nginx", find_nginx()),
+            ("wrk", shutil.which("wrk") or not need_wrk),
+            ("valgrind", shutil.which("valgrind") or not need_valgrind),
+        )
+        if not ok
     ]
     if not missing:
         return
@@ -107,10 +113,11 @@ def ensure_venv(venv: Path) -> str:
     want = " ".join(VENV_PACKAGES) + "\n" + str(REPO) + "\n"
     stamp = venv / ".fcgi-bench-installed"
     current = stamp.read_text() if stamp.exists() else ""
-    # The editable install also compiles the codec's C speedup in place (setup.py): redo
-    # it when a checkout lacks the built module, or setup.py / its C source changed.
-    built = list((REPO / "gateway" / "protocol").glob("_pairs*.so"))
-    inputs = [REPO / "pyproject.toml", REPO / "setup.py", REPO / "gateway" / "protocol" / "_pairs.c"]
+    # The editable install also compiles the C speedups in place (setup.py): redo it when a
+    # checkout lacks a built module, or setup.py / a C source changed.
+    sources = [*(REPO / "gateway").rglob("*.c"), *(REPO / "gateway").rglob("*.h")]
+    built = all(list(c.parent.glob(c.stem + ".*.so")) for c in sources if c.suffix == ".c")
+    inputs = [REPO / "pyproject.toml", REPO / "setup.py", *sources]
     newest = max(p.stat().st_mtime for p in inputs if p.exists())
     if current != want or not built or newest > stamp.stat().st_mtime:
         if not shutil.which("gcc") and not shutil.which("cc"):  # uWSGI is built from source

@@ -1,0 +1,197 @@
+"""``bench/run --instructions N``: the CPU instructions a server runs per request, counted
+by Valgrind, not timed.
+
+Why: on a shared 2-vCPU VM, req/s and even CPU time per request move by 10-30% from one
+run to the next, so a ratio near 1.0 (the Flask and Django targets) cannot be decided by
+timing. Instructions executed in user space are the same from run to run to a few parts in
+a thousand. They leave out the kernel (syscalls) and the cost of cache misses, so they
+complement the load table, they do not replace it.
+
+How: each row serves the scenario's app under ``valgrind --tool=cachegrind`` (following
+forks); a client sends the scenario's request ``WARMUP`` times, then the server is stopped
+and each process's instruction total read. A second run sends it ``WARMUP + N`` times. The
+worker's difference divided by N is the cost of one request, start-up and warm-up cancelled
+out; the worker is the process (paired between the runs in the order they started) whose
+total grew.
+Requests go as nginx sends them: FastCGI rows get a new connection per request with
+nginx's stock fastcgi_params, in batches of 32 connections at a time (like wrk -c32);
+gunicorn and uvicorn get HTTP/1.0 requests (nginx's proxy_pass default).
+"""
+
+from __future__ import annotations
+
+import glob
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import APPS
+from .backends import APPS_BY_FAMILY, BACKEND, REFERENCE, backend_command
+from .environment import backend_env
+from .procs import can_connect_unix, stop_group
+from .scenarios import SCENARIO
+
+WARMUP = 50
+BATCH = 32
+SCENARIOS = ("hello", "flask", "django")
+ROWS = ("project-wsgi", "project-asgi", "uwsgi", "gunicorn", "uvicorn")
+
+
+@dataclass
+class Count:
+    scenario: str
+    backend: str
+    per_request: float | None  # instructions per request (None: the row failed)
+    error: str = ""
+
+
+def _pairs(params: list[tuple[bytes, bytes]]) -> bytes:
+    out = bytearray()
+    for name, value in params:
+        for item in (name, value):
+            n = len(item)
+            out += bytes([n]) if n < 128 else (n | 0x80000000).to_bytes(4, "big")
+        out += name + value
+    return bytes(out)
+
+
+def _record(rtype: int, content: bytes) -> bytes:
+    return bytes([1, rtype, 0, 1]) + len(content).to_bytes(2, "big") + b"\0\0" + content
+
+
+def fastcgi_request(path: str) -> bytes:
+    """What nginx sends with the stock fastcgi_params for ``GET path`` (no keep-conn)."""
+    params = [
+        (b"QUERY_STRING", b""), (b"REQUEST_METHOD", b"GET"), (b"CONTENT_TYPE", b""),
+        (b"CONTENT_LENGTH", b""), (b"SCRIPT_NAME", path.encode()),
+        (b"REQUEST_URI", path.encode()), (b"DOCUMENT_URI", path.encode()),
+        (b"DOCUMENT_ROOT", b"/usr/share/nginx/html"), (b"SERVER_PROTOCOL", b"HTTP/1.1"),
+        (b"REQUEST_SCHEME", b"http"), (b"GATEWAY_INTERFACE", b"CGI/1.1"),
+        (b"SERVER_SOFTWARE", b"nginx/1.22.1"), (b"REMOTE_ADDR", b"127.0.0.1"),
+        (b"REMOTE_PORT", b"49472"), (b"REMOTE_USER", b""), (b"SERVER_ADDR", b"127.0.0.1"),
+        (b"SERVER_PORT", b"8080"), (b"SERVER_NAME", b""), (b"REDIRECT_STATUS", b"200"),
+        (b"HTTP_HOST", b"127.0.0.1:8080"), (b"HTTP_USER_AGENT", b"wrk"), (b"HTTP_ACCEPT", b"*/*"),
+    ]  # fmt: skip
+    begin = _record(1, b"\0\1\0\0\0\0\0\0")
+    return begin + _record(4, _pairs(params)) + _record(4, b"") + _record(5, b"")
+
+
+def http_request(path: str) -> bytes:
+    return f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\n\r\n".encode()
+
+
+def send_requests(sock_path: str, request: bytes, count: int, ok: bytes) -> None:
+    """``count`` requests, each on its own connection, ``BATCH`` connections at a time; every
+    answer must contain ``ok`` (a status line of 200)."""
+    done = 0
+    while done < count:
+        batch = []
+        for _ in range(min(BATCH, count - done)):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(300)
+            s.connect(sock_path)
+            s.sendall(request)
+            batch.append(s)
+        for s in batch:
+            with s:
+                answer = b""
+                while chunk := s.recv(65536):
+                    answer += chunk
+            if ok not in answer[:300]:
+                raise RuntimeError(f"unexpected answer: {answer[:200]!r}")
+        done += len(batch)
+
+
+def process_instructions(out_dir: Path) -> list[int]:
+    """The instruction total of each process the server ran, in the order they started."""
+    totals = []
+    for path in sorted(glob.glob(str(out_dir / "cg.*")), key=lambda p: int(p.rsplit(".", 1)[1])):
+        for line in Path(path).read_text(errors="replace").splitlines():
+            if line.startswith("summary:"):
+                totals.append(int(line.split()[1]))
+    if not totals:
+        raise RuntimeError("valgrind wrote no results")
+    return totals
+
+
+def per_request(base: list[int], more: list[int], n: int) -> float:
+    """The worker's instructions per request: of the processes of the two runs, paired in
+    the order they started, the one whose total grew with the extra ``n`` requests."""
+    if len(base) != len(more):
+        raise RuntimeError(f"the two runs had {len(base)} and {len(more)} processes")
+    return max(b - a for a, b in zip(base, more, strict=True)) / n
+
+
+def run_once(backend: str, scenario: str, python: str, project: Path, count: int, tmp: Path) -> list[int]:
+    """Serve ``count`` requests under Valgrind; each process's instruction total."""
+    sc = SCENARIO[scenario]
+    b = BACKEND[backend]
+    out_dir = Path(tempfile.mkdtemp(dir=tmp, prefix=f"{scenario}-{backend}-"))
+    sock = str(out_dir / "s.sock")
+    app = APPS_BY_FAMILY[sc.family][0][b.interface]
+    command = [
+        "valgrind", "--tool=cachegrind", "--cache-sim=no", "--trace-children=yes",
+        f"--cachegrind-out-file={out_dir}/cg.%p", *backend_command(b, python, sock, app, 1),
+    ]  # fmt: skip
+    env = backend_env(project, data_dir=tmp)
+    with open(out_dir / "log", "wb") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(APPS),
+                                start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while not can_connect_unix(sock):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = (out_dir / "log").read_text(errors="replace")[-800:]
+                raise RuntimeError(f"did not start under valgrind: {tail}")
+            time.sleep(0.2)
+        request = fastcgi_request(sc.path) if b.protocol == "fastcgi" else http_request(sc.path)
+        ok = b"Status: 200" if b.protocol == "fastcgi" else b" 200 "
+        send_requests(sock, request, count, ok)
+    finally:
+        stop_group(proc, timeout=60)
+    return process_instructions(out_dir)
+
+
+def count_instructions(args) -> list[Count]:  # type: ignore[no-untyped-def]
+    """For each scenario and row: instructions per request (see the module docstring)."""
+    if shutil.which("valgrind") is None:
+        raise SystemExit("bench/run --instructions needs valgrind (apt-get install valgrind)")
+    scenarios = [s for s in args.scenarios if s in SCENARIOS] or list(SCENARIOS)
+    rows = args.only or list(ROWS)
+    counts = []
+    with tempfile.TemporaryDirectory(prefix="fcgi-instr-") as tmp_name:
+        tmp = Path(tmp_name)
+        for scenario in scenarios:
+            for backend in rows:
+                if backend not in SCENARIO[scenario].backends or (
+                    BACKEND[backend].interface not in APPS_BY_FAMILY[SCENARIO[scenario].family][0]
+                ):
+                    continue
+                print(f"-- {scenario}: {backend} under valgrind", flush=True)
+                n = args.instructions
+                try:
+                    base = run_once(backend, scenario, args.python, args.project, WARMUP, tmp)
+                    more = run_once(backend, scenario, args.python, args.project, WARMUP + n, tmp)
+                    counts.append(Count(scenario, backend, per_request(base, more, n)))
+                except (RuntimeError, OSError) as exc:
+                    counts.append(Count(scenario, backend, None, str(exc)[:300]))
+    return counts
+
+
+def instructions_table(counts: list[Count]) -> str:
+    """A Markdown table: instructions per request, and that ÷ uWSGI's in the same scenario."""
+    ref = {c.scenario: c.per_request for c in counts if c.backend == REFERENCE and c.per_request}
+    lines = ["| scenario | backend | instructions/request | ÷ uWSGI's |", "|---|---|---:|---:|"]
+    for c in counts:
+        if c.per_request is None:
+            lines.append(f"| {c.scenario} | {c.backend} | failed: {c.error} | |")
+            continue
+        r = ref.get(c.scenario)
+        ratio = f"{c.per_request / r:.2f}" if r else "-"
+        name = f"**{c.backend}**" if c.backend.startswith("project-") else c.backend
+        lines.append(f"| {c.scenario} | {name} | {c.per_request / 1000:,.1f}k | {ratio} |")
+    return "\n".join(lines) + "\n"
