@@ -5,12 +5,12 @@
  * connection whose first read holds BEGIN_REQUEST, the PARAMS stream and the whole STDIN
  * stream. Taking that apart with the codec's events (~550 bytecodes) and building the scope
  * in Python (~660) were half of the ~2,400 bytecodes a hello-world request ran in the async
- * worker (measured, CPython 3.11). Both functions answer None for anything out of the
+ * worker (measured, CPython 3.11). Each function answers None for anything out of the
  * ordinary, and the caller then takes the ordinary path: the codec
  * (gateway/protocol/connection.py) for the bytes, gateway/asgi/scope.build_scope for the
- * scope. Those stay the reference implementations and raise every error;
- * tests/asgi/test_asgi_fastpath.py checks that this module gives exactly what they give wherever
- * it answers.
+ * scope, gateway/response.header_block for the headers. Those stay the reference
+ * implementations and raise every error; tests/asgi/test_asgi_fastpath.py checks that this
+ * module gives exactly what they give wherever it answers.
  *
  * request(data, max_params_bytes, max_params_count)
  *     -> (request_id, keep_conn, params, body) | None

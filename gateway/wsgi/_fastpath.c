@@ -21,8 +21,9 @@
  *   header).
  * header_block(status, headers) -> (block: bytes, content_length: int | None, code: int) | None
  *
- * The environ fix-ups are in _environ_fixups.h. No I/O; the item cache (_pairs_items.h)
- * is its only state, and the GIL guards it.
+ * Recognising the whole request is shared with the async worker's fast path
+ * (../protocol/_whole_request.h); the environ fix-ups are in _environ_fixups.h. No I/O;
+ * the item cache (_pairs_items.h) is its only state, and the GIL guards it.
  */
 #include "../protocol/_pairs_items.h"
 #include "../protocol/_whole_request.h"
