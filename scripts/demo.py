@@ -129,13 +129,18 @@ def main() -> int:
         if args.example == "django":
             print(f"    admin: http://127.0.0.1:{port}/admin/  (user admin, password admin)\n")
         print("  Ctrl-C to stop.", flush=True)
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-        while all(p.poll() is None for p in procs):
+        stop: list[int] = []
+        signal.signal(signal.SIGTERM, lambda signum, _frame: stop.append(signum))  # only records
+        while not stop and all(p.poll() is None for p in procs):
             time.sleep(0.5)
-        return 1
+        return 0 if stop else 1
     except KeyboardInterrupt:
         return 0
     finally:
+        # A second Ctrl-C or TERM must not cut the clean-up short (it would leave the
+        # gateway and nginx running).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for p in reversed(procs):
             try:
                 os.killpg(p.pid, signal.SIGTERM)
