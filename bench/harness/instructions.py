@@ -3,16 +3,19 @@ by Valgrind, not timed.
 
 Why: on a shared 2-vCPU VM, req/s and even CPU time per request move by 10-30% from one
 run to the next, so a ratio near 1.0 (the Flask and Django targets) cannot be decided by
-timing. Instructions executed in user space are the same from run to run to a few parts in
-a thousand. They leave out the kernel (syscalls) and the cost of cache misses, so they
-complement the load table, they do not replace it.
+timing. Instructions executed in user space repeat far better: within about 1% for the
+Flask and Django views; for hello world, where a request is a few tens of thousands of
+instructions, a few dict collisions more or less (each process draws its own hash seed, as
+in production) move it by up to 10%. They leave out the kernel (system calls) and the cost
+of cache misses, so they complement the load table, they do not replace it.
 
 How: each row serves the scenario's app under ``valgrind --tool=cachegrind`` (following
 forks); a client sends the scenario's request ``WARMUP`` times, then the server is stopped
 and each process's instruction total read. A second run sends it ``WARMUP + N`` times. The
-worker's difference divided by N is the cost of one request, start-up and warm-up cancelled
-out; the worker is the process (paired between the runs in the order they started) whose
-total grew.
+worker's difference divided by N is the cost of one request, start-up and warm-up
+cancelled out; the worker is the process (paired between the runs in the order they
+started) whose total grew. Sources are byte-compiled beforehand, so that the two runs
+differ only by the requests.
 Requests go as nginx sends them: FastCGI rows get a new connection per request with
 nginx's stock fastcgi_params, in batches of 32 connections at a time (like wrk -c32);
 gunicorn and uvicorn get HTTP/1.0 requests (nginx's proxy_pass default).
@@ -31,7 +34,7 @@ from pathlib import Path
 
 from . import APPS
 from .backends import APPS_BY_FAMILY, BACKEND, REFERENCE, backend_command
-from .environment import backend_env
+from .environment import backend_env, compile_sources
 from .procs import can_connect_unix, stop_group
 from .scenarios import SCENARIO
 
@@ -163,6 +166,9 @@ def count_instructions(args) -> list[Count]:  # type: ignore[no-untyped-def]
     scenarios = [s for s in args.scenarios if s in SCENARIOS] or list(SCENARIOS)
     rows = args.only or list(ROWS)
     counts = []
+    # Compiled once before any run: a run that compiled (and wrote) .pyc files would count
+    # the compiler, and the two runs of a row would differ by it.
+    compile_sources(args.python, args.project, APPS)
     with tempfile.TemporaryDirectory(prefix="fcgi-instr-") as tmp_name:
         tmp = Path(tmp_name)
         for scenario in scenarios:
