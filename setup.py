@@ -5,7 +5,8 @@ pure-Python code paths are used (the reference implementations; tests compare th
 - gateway/protocol/_pairs.c: the codec's name-value pairs decoder;
 - gateway/wsgi/_fastpath.c: the sync worker's whole-request parse + environ, and
   start_response's header block;
-- gateway/asgi/_fastpath.c: the async worker's whole-request parse + scope.
+- gateway/asgi/_fastpath.c: the async worker's whole-request parse + scope, and the
+  response's header block.
 """
 
 from setuptools import Extension, setup
