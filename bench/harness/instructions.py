@@ -26,7 +26,6 @@ from __future__ import annotations
 import glob
 import shutil
 import socket
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from pathlib import Path
 from . import APPS
 from .backends import APPS_BY_FAMILY, BACKEND, REFERENCE, backend_command
 from .environment import backend_env, compile_sources
-from .procs import can_connect_unix, stop_group
+from .procs import Instance, stop_group
 from .scenarios import SCENARIO
 
 WARMUP = 50
@@ -52,6 +51,9 @@ class Count:
     error: str = ""
 
 
+# The request is encoded here, not with gateway.protocol: the harness stands alone (it can
+# measure another checkout with --project), and the bytes must not depend on the codec under
+# test. tests/test_bench.py decodes them with the codec.
 def _pairs(params: list[tuple[bytes, bytes]]) -> bytes:
     out = bytearray()
     for name, value in params:
@@ -140,22 +142,19 @@ def run_once(backend: str, scenario: str, python: str, project: Path, count: int
         "valgrind", "--tool=cachegrind", "--cache-sim=no", "--trace-children=yes",
         f"--cachegrind-out-file={out_dir}/cg.%p", *backend_command(b, python, sock, app, 1),
     ]  # fmt: skip
-    env = backend_env(project, data_dir=tmp)
-    with open(out_dir / "log", "wb") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(APPS),
-                                start_new_session=True)  # fmt: skip
+    inst = Instance(b, app, 1, sock, command, out_dir / "log")
+    inst.start(backend_env(project, data_dir=tmp))
     try:
-        deadline = time.monotonic() + 600
-        while not can_connect_unix(sock):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = (out_dir / "log").read_text(errors="replace")[-800:]
-                raise RuntimeError(f"did not start under valgrind: {tail}")
-            time.sleep(0.2)
+        try:
+            inst.wait_listening(time.monotonic() + 600)  # Django starts slowly under valgrind
+        except RuntimeError as exc:
+            raise RuntimeError(f"did not start under valgrind ({exc}): {inst.log_tail(800)}") from None
         request = fastcgi_request(sc.path) if b.protocol == "fastcgi" else http_request(sc.path)
         ok = b"Status: 200" if b.protocol == "fastcgi" else b" 200 "
         send_requests(sock, request, count, ok)
     finally:
-        stop_group(proc, timeout=60)
+        assert inst.proc is not None
+        stop_group(inst.proc, timeout=60)
     return process_instructions(out_dir)
 
 
