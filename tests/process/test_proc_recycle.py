@@ -117,6 +117,7 @@ def app(environ, start_response):
 '''
 
 MiB = 1 << 20
+CONNECTIONS = 4
 
 
 @pytest.mark.slow
@@ -124,7 +125,7 @@ def test_max_memory_recycles_before_the_limit_is_exceeded(served, wrk, app_modul
     """Each response reports the RSS after its 2 MiB: none may be over 64M + 2M + slack."""
     app_dir = app_module("leaky_app", LEAK_APP)
     s = served("leaky_app:app", "-w", "2", "--app-dir", str(app_dir), "--max-memory", "64M")
-    result = wrk(s.url + "/", duration=6, connections=4).result()
+    result = wrk(s.url + "/", duration=6, connections=CONNECTIONS).result()
     alive = children(s.gateway.pid)
     rss: dict[int, list[int]] = {}
     for body, n in result.bodies.items():
@@ -142,9 +143,15 @@ def test_max_memory_recycles_before_the_limit_is_exceeded(served, wrk, app_modul
     assert result.failed == 0, result.summary()
     assert len(recycled) >= 5
     assert highest <= 64 * MiB + 2 * MiB + MiB // 2, f"{highest / MiB:.1f} MiB"
-    # Each one was recycled at the limit (its last response may be missing: wrk drops the
-    # requests still in flight when it stops), not for something else.
-    assert all(v > 64 * MiB - 2 * MiB - MiB // 2 for v in recycled.values()), recycled
+    # Each one was recycled for max-memory, not for something else ...
     log = s.gateway.log_text()
-    assert len(re.findall(r"asks to be recycled \(max-memory\)", log)) >= len(recycled)
+    asked = {int(pid) for pid in re.findall(r"worker (\d+) asks to be recycled \(max-memory\)", log)}
+    assert set(recycled) <= asked, sorted(set(recycled) - asked)
+    # ... and at the limit: its highest report is within one 2 MiB step of it. When wrk
+    # stops it drops the responses still in flight, one per connection, and one worker may
+    # have served several of those (seen in CI: 3 of one worker's last ones). Such a worker
+    # reports lower, by no more steps than responses were dropped in all.
+    near = 64 * MiB - 2 * MiB - MiB // 2
+    short = {pid: v for pid, v in recycled.items() if v <= near}
+    assert sum(round((highest - v) / (2 * MiB)) for v in short.values()) <= CONNECTIONS, short
     assert "[ERROR]" not in log, error_context(log)
