@@ -6,7 +6,9 @@ pure-Python code paths are used (the reference implementations; tests compare th
 - gateway/wsgi/_fastpath.c: the sync worker's whole-request parse + environ, and
   start_response's header block;
 - gateway/asgi/_fastpath.c: the async worker's whole-request parse + scope, and the
-  response's header block.
+  response's header block;
+- gateway/workers/_serve.c: the sync worker's serve path for a whole request on a new
+  connection (the app call, start_response, the response's records and their write).
 """
 
 from setuptools import Extension, setup
@@ -27,6 +29,12 @@ setup(
             "gateway.asgi._fastpath",
             ["gateway/asgi/_fastpath.c"],
             depends=[*_PAIRS_H, *_WHOLE_H],
+            optional=True,
+        ),
+        Extension(
+            "gateway.workers._serve",
+            ["gateway/workers/_serve.c"],
+            depends=["gateway/workers/_serve_send.h"],
             optional=True,
         ),
     ]

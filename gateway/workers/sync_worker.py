@@ -55,6 +55,7 @@ from ..wsgi.fastpath import whole_request
 from ..wsgi.handler import WSGIResponder
 from ..wsgi.streams import ErrorStream, FileWrapper, InputStream
 from .base import WorkerControl, codec_options
+from .fastserve import make_server
 
 logger = logging.getLogger("gateway.error")
 
@@ -142,6 +143,7 @@ class SyncWorker:
             "wsgi.input_terminated": True,
         }
         self._errors = ErrorStream()
+        self._fast_serve: Any = None  # set in run()
         # The C fast path for a request that arrives whole in one read on an idle connection
         # (gateway/wsgi/_fastpath.c); None when not built, or when a per-connection request
         # limit of 0 means the codec must refuse every request (a new connection's codec is
@@ -181,6 +183,8 @@ class SyncWorker:
     def run(self) -> None:
         rfd, wfd = self._install_signals()
         self._baseline = contextvars.copy_context()
+        # The C serve path, when this configuration allows it (gateway/workers/fastserve.py).
+        self._fast_serve = server.serve if (server := make_server(self)) is not None else None
         ep = select.epoll()
         self._ep = ep
         for sock in self.sockets:
@@ -306,6 +310,7 @@ class SyncWorker:
         """Accept and serve connections while the backlog has some (bounded, so that idle
         keep-alive connections with a new request are not starved)."""
         family = self._families[listener.fileno()]  # socket.family is a slow property
+        serve = self._fast_serve
         for _ in range(ACCEPT_BURST):
             if (self.signal_received is not None and not self.stopping) or self.draining:
                 return
@@ -334,6 +339,21 @@ class SyncWorker:
                 )
                 sock.close()
                 continue
+            try:
+                data = sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                data = None
+            except OSError:
+                sock.close()
+                continue
+            got = None
+            if data and serve is not None:
+                got = serve(sock, data)
+                if got is True:  # served start to finish in C; without keep-conn that is all
+                    sock.close()
+                    self.requests_served += 1
+                    self._request_done(None)
+                    continue
             codec = FastCGIConnection(**self._codec_options)
             codec.keepalive_veto = self._veto
             conn = _Conn(sock, codec)
@@ -341,15 +361,14 @@ class SyncWorker:
             if self.slot is not None:
                 self.slot.accepted()
             self._conns[conn.fd] = conn
-            try:
-                data = sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
-            except BlockingIOError:
+            if data is None:
                 self._wait_for(conn)
-                continue
-            except OSError:
-                self._close(conn)
-                continue
-            self._take(conn, data, True)  # a new connection's codec is idle
+            elif serve is None:
+                self._take(conn, data, True)  # a new connection's codec is idle
+            elif got is None:
+                self._process(conn, data)  # not one whole request
+            else:
+                self._serve_whole(conn, *got)  # whole, but for the Python path (keep-conn...)
 
     def _take(self, conn: _Conn, data: bytes, idle: bool) -> None:
         """Serve what ``data`` brings: through the C fast path when the codec is ``idle`` and
@@ -553,13 +572,17 @@ class SyncWorker:
         conn.idle_since = time.monotonic()
         if not ok:
             conn.dead = True
+        self._request_done(conn)
+
+    def _request_done(self, conn: _Conn | None) -> None:
+        """After a request: stop accepting when a limit says so (recycling)."""
         if (self.control.request_done() or self._timed_out) and not self.draining:
             self.draining = True
             self._stop_accepting()
         if self.draining or self.control.last_on_connection():
             self._poison_idle(conn)
 
-    def _poison_idle(self, current: _Conn) -> None:
+    def _poison_idle(self, current: _Conn | None) -> None:
         """Make nginx drop the idle connections it caches to this worker (see _close_idle)."""
         now = time.monotonic()
         for other in list(self._conns.values()):

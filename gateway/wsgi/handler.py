@@ -55,6 +55,25 @@ class ClientGone(Exception):
     """Writing to the web server failed: the connection is gone."""
 
 
+def reference_head(status: str, headers: list[tuple[str, str]]) -> tuple[bytes, int | None, int]:
+    """start_response's (header block, declared Content-Length or None, status code), by
+    ``wsgi_header_block`` (which raises ``InvalidResponse``): the reference of the C
+    ``header_block`` (gateway/wsgi/_fastpath.c), and its fallback."""
+    head = wsgi_header_block(status, headers)
+    length = None
+    for name, value in headers:
+        if len(name) == 14 and name.lower() == "content-length" and value.isascii() and value.isdigit():
+            length = int(value)
+            break
+    return head, length, int(status[:3])
+
+
+def describe(environ: dict[str, Any]) -> str:
+    """``METHOD /path?query`` of a request, for log lines."""
+    qs = environ.get("QUERY_STRING")
+    return f"{environ.get('REQUEST_METHOD', '?')} {environ.get('PATH_INFO', '')}{'?' + qs if qs else ''}"
+
+
 class WSGIResponder:
     __slots__ = (
         "body_bytes",
@@ -151,21 +170,7 @@ class WSGIResponder:
         elif self.status is not None:
             raise AssertionError("start_response() called twice without exc_info")
         fast = header_block(status, headers) if header_block is not None else None
-        if fast is not None:
-            self.head, self.length, self.code = fast
-        else:
-            self.head = wsgi_header_block(status, headers)  # the reference; raises
-            self.length = None
-            for name, value in headers:
-                if (
-                    len(name) == 14
-                    and name.lower() == "content-length"
-                    and value.isascii()
-                    and value.isdigit()
-                ):
-                    self.length = int(value)
-                    break
-            self.code = int(status[:3])
+        self.head, self.length, self.code = fast if fast is not None else reference_head(status, headers)
         self.status = status
         return self.write
 
@@ -235,15 +240,19 @@ class WSGIResponder:
         return True
 
     def describe(self) -> str:
-        env = self.environ
-        qs = env.get("QUERY_STRING")
-        return f"{env.get('REQUEST_METHOD', '?')} {env.get('PATH_INFO', '')}{'?' + qs if qs else ''}"
+        return describe(self.environ)
 
-    def run(self, app: Any) -> bool:
-        """Run the app and answer. False when the connection is no longer usable."""
-        result = None
+    def run(self, app: Any, result: Any = None, error: BaseException | None = None) -> bool:
+        """Run the app and answer. False when the connection is no longer usable.
+
+        With ``app`` None, go on with a request the C serve path (gateway/workers/_serve.c)
+        started: the app returned ``result``, or raised ``error``, and the responder's state
+        says what was sent already."""
         try:
-            result = app(self.environ, self.start_response)
+            if error is not None:
+                raise error
+            if app is not None:
+                result = app(self.environ, self.start_response)
             if type(result) is list or type(result) is tuple:
                 self._finish(b"".join(result) if len(result) != 1 else result[0])
             elif isinstance(result, FileWrapper) and self.buffer is None and self._sendfile(result):

@@ -142,7 +142,10 @@ def test_max_memory_recycles_before_the_limit_is_exceeded(served, wrk, app_modul
     print(f"requests per recycled worker: {sorted(len(rss[p]) for p in recycled)}")
     assert result.failed == 0, result.summary()
     assert len(recycled) >= 5
-    assert highest <= 64 * MiB + 2 * MiB + MiB // 2, f"{highest / MiB:.1f} MiB"
+    # The request that crosses the limit grows the worker by its 2 MiB plus what the
+    # interpreter's own heap took meanwhile: up to one pymalloc arena (1 MiB; seen: 0.6 MiB
+    # once in ~5,000 requests). A check missed between two requests would add 2 MiB more.
+    assert highest <= 64 * MiB + 2 * MiB + MiB, f"{highest / MiB:.1f} MiB"
     # Each one was recycled for max-memory, not for something else ...
     log = s.gateway.log_text()
     asked = {int(pid) for pid in re.findall(r"worker (\d+) asks to be recycled \(max-memory\)", log)}

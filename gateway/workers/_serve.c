@@ -1,0 +1,592 @@
+/* Optional C speedup for the sync worker: serve, start to finish, a request that came whole
+ * in the first read of a new connection without FCGI_KEEP_CONN (nginx's default).
+ *
+ * Why C here: with the request parse and the environ already in C (gateway/wsgi/_fastpath.c),
+ * the worker's own Python for such a request (the codec's state, the responder,
+ * start_response, framing the response: ~720 of its ~935 bytecodes) was what still made it
+ * cost more instructions than uWSGI: hello world 84k a request against uWSGI's 56k, a Flask
+ * view 3% more (``bench/run --instructions``; with this module 47k, and the Flask view
+ * equal to uWSGI's). This module does those steps in C for the ordinary case and
+ * hands everything else to the Python responder (gateway/wsgi/handler.WSGIResponder), which
+ * stays the reference: tests/wsgi/test_serve.py checks that a worker answers byte for byte
+ * the same with and without this module.
+ *
+ * Server(app, baseline, base, root_path, max_params_bytes, max_params_count, max_body_bytes,
+ *        errors, parse, header_block, reference_head, make_input, handoff, note,
+ *        file_wrapper, client_gone)
+ * Server.serve(sock, data) ->
+ *     None          ``data`` is not one whole request: the codec path takes it;
+ *     a tuple       ``parse``'s (request_id, keep_conn, environ, body) for a whole request
+ *                   the Python path must serve (FCGI_KEEP_CONN, a body over the limit);
+ *     True          served and answered; the caller closes the connection.
+ *
+ * ``start_response`` and ``write()`` are done here; a header block the C ``header_block``
+ * does not take goes to ``reference_head`` (which raises the errors). The Python responder,
+ * made by ``handoff`` with the state so far (the header block, the declared length, what was
+ * sent), goes on with ``run(None, result, error)`` from the point where this module stops:
+ * every exception (from the app, its iterator, or a failed send, raised as ``client_gone``),
+ * a ``wsgi.file_wrapper`` result (sendfile), a list holding other than bytes; it then closes
+ * the result. ``note(what, environ, exc)`` logs the two events that end nothing: a close()
+ * that raised, a body beyond its Content-Length.
+ */
+#include "_serve_send.h"
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *app, *baseline, *base, *root_path, *max_params_bytes, *max_params_count;
+    PyObject *errors, *parse, *header_block, *reference_head, *make_input, *handoff, *note;
+    PyObject *file_wrapper, *client_gone;
+    long long max_body; /* -1: no limit */
+} Server;
+
+/* One request: the ``start_response`` callable the app gets, and the response's state. */
+typedef struct {
+    PyObject_HEAD
+    Server *server;
+    PyObject *sock, *environ;
+    PyObject *head;   /* the header block (bytes), once start_response was called */
+    PyObject *status; /* its status (str) */
+    long long length; /* the declared Content-Length, -1: none */
+    long long body_bytes;
+    int code, headers_sent, fd, rid;
+} Call;
+
+static PyObject *str_write, *str_run, *str_close, *str_close_note,
+    *str_beyond_note, *str_wsgi_input, *str_wsgi_errors, *str_content_length;
+
+/* -- hand-off to the Python responder -------------------------------------------------- */
+
+/* The Python responder goes on from here: ``run(None, result, error)`` with the pending
+ * exception if any (taken). Returns its result; NULL if it raised (a BaseException). */
+static PyObject *
+resume(Call *c, PyObject *result)
+{
+    PyObject *error = NULL, *py = NULL, *out = NULL;
+    if (PyErr_Occurred()) {
+        PyObject *type, *tb;
+        PyErr_Fetch(&type, &error, &tb);
+        PyErr_NormalizeException(&type, &error, &tb);
+        if (tb != NULL) {
+            PyException_SetTraceback(error, tb);
+        }
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+    }
+    PyObject *length = c->length < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(c->length);
+    if (length != NULL) {
+        py = PyObject_CallFunction(c->server->handoff, "OiOOOiOOL", c->sock, c->rid, c->environ,
+                                   c->head ? c->head : Py_None, length, c->code,
+                                   c->status ? c->status : Py_None,
+                                   c->headers_sent ? Py_True : Py_False, c->body_bytes);
+        Py_DECREF(length);
+    }
+    if (py != NULL) {
+        out = PyObject_CallMethodObjArgs(py, str_run, Py_None, result ? result : Py_None,
+                                         error ? error : Py_None, NULL);
+        Py_DECREF(py);
+    }
+    Py_XDECREF(error);
+    return out;
+}
+
+/* ``chunk`` (bytes, may be NULL) after the header block if not yet sent; ends the request
+ * if ``end``. Counts the body bytes. -1 with an exception set. */
+static int
+emit(Call *c, PyObject *chunk, int end)
+{
+    PyObject *parts[2];
+    Py_ssize_t n = 0;
+    if (!c->headers_sent) {
+        parts[n++] = c->head;
+    }
+    if (chunk != NULL) {
+        parts[n++] = chunk;
+        c->body_bytes += PyBytes_GET_SIZE(chunk);
+    }
+    c->headers_sent = 1;
+    return send_stdout(c->fd, c->rid, c->server->client_gone, parts, n, end);
+}
+
+/* -- start_response and write ---------------------------------------------------------- */
+
+static PyObject *
+call_start_response(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    Call *c = (Call *)self;
+    static char *kwlist[] = {"status", "headers", "exc_info", NULL};
+    PyObject *status, *headers, *exc_info = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O:start_response", kwlist, &status,
+                                     &headers, &exc_info)) {
+        return NULL;
+    }
+    if (exc_info != Py_None) {
+        if (c->headers_sent) { /* raise exc_info[1].with_traceback(exc_info[2]) */
+            if (!PyTuple_Check(exc_info) || PyTuple_GET_SIZE(exc_info) != 3 ||
+                !PyExceptionInstance_Check(PyTuple_GET_ITEM(exc_info, 1))) {
+                PyErr_SetString(PyExc_TypeError, "exc_info must be a (type, value, traceback) tuple");
+                return NULL;
+            }
+            PyObject *value = PyTuple_GET_ITEM(exc_info, 1), *tb = PyTuple_GET_ITEM(exc_info, 2);
+            if (tb != Py_None && PyException_SetTraceback(value, tb) < 0) {
+                return NULL;
+            }
+            PyErr_SetObject((PyObject *)Py_TYPE(value), value);
+            return NULL;
+        }
+    } else if (c->status != NULL) {
+        PyErr_SetString(PyExc_AssertionError, "start_response() called twice without exc_info");
+        return NULL;
+    }
+    PyObject *head = PyObject_CallFunctionObjArgs(c->server->header_block, status, headers, NULL);
+    if (head == Py_None) { /* not a simple one: the reference (which raises the errors) */
+        Py_DECREF(head);
+        head = PyObject_CallFunctionObjArgs(c->server->reference_head, status, headers, NULL);
+    }
+    if (head == NULL) {
+        return NULL;
+    }
+    PyObject *length = PyTuple_GET_ITEM(head, 1);
+    long long declared = -1;
+    if (length != Py_None) {
+        int overflow;
+        declared = PyLong_AsLongLongAndOverflow(length, &overflow);
+        if (overflow) {
+            declared = LLONG_MAX; /* never reached */
+        }
+    }
+    Py_XSETREF(c->head, Py_NewRef(PyTuple_GET_ITEM(head, 0)));
+    c->code = (int)PyLong_AsLong(PyTuple_GET_ITEM(head, 2));
+    Py_DECREF(head);
+    c->length = declared;
+    Py_XSETREF(c->status, Py_NewRef(status));
+    return PyObject_GetAttr(self, str_write);
+}
+
+/* The WSGI ``write()`` callable: sent at once, as the reference does. */
+static PyObject *
+call_write(PyObject *self, PyObject *data)
+{
+    Call *c = (Call *)self;
+    if (c->head == NULL) {
+        PyErr_SetString(PyExc_AssertionError, "write() called before start_response()");
+        return NULL;
+    }
+    PyObject *chunk = as_bytes(data);
+    if (chunk == NULL) {
+        return NULL;
+    }
+    int rc = 0;
+    if (!c->headers_sent || PyBytes_GET_SIZE(chunk) > 0) {
+        rc = emit(c, chunk, 0);
+    }
+    Py_DECREF(chunk);
+    if (rc < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static int
+call_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    Call *c = (Call *)self;
+    Py_VISIT(c->sock);
+    Py_VISIT(c->environ);
+    return 0;
+}
+
+static int
+call_clear(PyObject *self)
+{
+    Call *c = (Call *)self;
+    Py_CLEAR(c->sock);
+    Py_CLEAR(c->environ);
+    Py_CLEAR(c->head);
+    Py_CLEAR(c->status);
+    return 0;
+}
+
+static void
+call_dealloc(PyObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    call_clear(self);
+    Py_CLEAR(((Call *)self)->server);
+    PyObject_GC_Del(self);
+}
+
+static PyMethodDef call_methods[] = {
+    {"write", (PyCFunction)call_write, METH_O, "WSGI write(data)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject CallType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "gateway.workers._serve.StartResponse",
+    .tp_basicsize = sizeof(Call),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "start_response(status, headers, exc_info=None) of one request",
+    .tp_call = call_start_response,
+    .tp_traverse = call_traverse,
+    .tp_clear = call_clear,
+    .tp_dealloc = call_dealloc,
+    .tp_methods = call_methods,
+};
+
+/* -- the response ----------------------------------------------------------------------- */
+
+/* ``result.close()`` if it has one; a failure is logged (note), never raised. 0 or -1. */
+static int
+close_result(Call *c, PyObject *result)
+{
+    PyObject *close = PyObject_GetAttr(result, str_close);
+    if (close == NULL) { /* getattr(result, "close", None) */
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            return -1;
+        }
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *out = PyObject_CallNoArgs(close);
+    Py_DECREF(close);
+    if (out != NULL) {
+        Py_DECREF(out);
+        return 0;
+    }
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+        return -1;
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    out = PyObject_CallFunctionObjArgs(c->server->note, str_close_note, c->environ, value, NULL);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    Py_XDECREF(out);
+    return out == NULL ? -1 : 0;
+}
+
+/* A list or tuple of bytes: one write. 1 done, 0 not all bytes (hand off), -1 error. */
+static int
+respond_sequence(Call *c, PyObject *result)
+{
+    PyObject *const *items = PySequence_Fast_ITEMS(result);
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(result);
+    PyObject *small[8], **parts = small;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!PyBytes_CheckExact(items[i])) {
+            return 0;
+        }
+    }
+    if (n + 1 > 8) {
+        parts = PyMem_Malloc((size_t)(n + 1) * sizeof(PyObject *));
+        if (parts == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    Py_ssize_t k = 0;
+    if (!c->headers_sent) {
+        parts[k++] = c->head;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        parts[k++] = items[i];
+        c->body_bytes += PyBytes_GET_SIZE(items[i]);
+    }
+    c->headers_sent = 1;
+    int rc = send_stdout(c->fd, c->rid, c->server->client_gone, parts, k, 1);
+    if (parts != small) {
+        PyMem_Free(parts);
+    }
+    return rc < 0 ? -1 : 1;
+}
+
+/* Any other iterable, chunk by chunk: the response ends with the chunk that completes the
+ * declared Content-Length (one write with END_REQUEST, see WSGIResponder.run), or after the
+ * last one. 1 done, -1 error (hand off). */
+static int
+respond_iterable(Call *c, PyObject *result)
+{
+    PyObject *it = PyObject_GetIter(result);
+    if (it == NULL) {
+        return -1;
+    }
+    int done = 0, rc = 0;
+    PyObject *item;
+    while (rc == 0 && (item = PyIter_Next(it)) != NULL) {
+        int truth = PyObject_IsTrue(item); /* the reference skips empty chunks */
+        PyObject *chunk = truth > 0 ? as_bytes(item) : NULL;
+        Py_DECREF(item);
+        if (truth == 0) {
+            continue;
+        }
+        if (chunk == NULL) {
+            rc = -1;
+        } else if (done) {
+            PyObject *out = PyObject_CallFunctionObjArgs(c->server->note, str_beyond_note,
+                                                         c->environ, Py_None, NULL);
+            Py_XDECREF(out);
+            rc = out == NULL ? -1 : 1;
+        } else if (c->head == NULL) {
+            PyErr_SetString(PyExc_AssertionError, "write() called before start_response()");
+            rc = -1;
+        } else {
+            done = c->length >= 0 && c->body_bytes + PyBytes_GET_SIZE(chunk) >= c->length;
+            rc = emit(c, chunk, done);
+        }
+        Py_XDECREF(chunk);
+    }
+    Py_DECREF(it);
+    if (rc < 0 || PyErr_Occurred()) {
+        return -1;
+    }
+    if (!done) {
+        if (c->head == NULL) {
+            PyErr_SetString(PyExc_AssertionError,
+                            "the application returned without calling start_response()");
+            return -1;
+        }
+        if (emit(c, NULL, 1) < 0) {
+            return -1;
+        }
+    }
+    return 1;
+}
+
+/* Run the app and answer: Py_True, or NULL (an exception the Python path re-raised). */
+static PyObject *
+respond(Call *c)
+{
+    PyObject *args[2] = {c->environ, (PyObject *)c};
+    PyObject *result = PyObject_Vectorcall(c->server->app, args, 2, NULL);
+    int rc = 0; /* 0: hand off with the result as it is, -1: with the exception */
+    if (result == NULL) {
+        rc = -1;
+    } else if (PyList_CheckExact(result) || PyTuple_CheckExact(result)) {
+        rc = c->head == NULL ? 0 : respond_sequence(c, result);
+    } else if (!PyObject_TypeCheck(result, (PyTypeObject *)c->server->file_wrapper)) {
+        rc = respond_iterable(c, result);
+    }
+    if (rc <= 0) {
+        PyObject *out = resume(c, result);
+        Py_XDECREF(result);
+        return out;
+    }
+    rc = close_result(c, result);
+    Py_DECREF(result);
+    return rc < 0 ? NULL : Py_NewRef(Py_True);
+}
+
+/* -- Server ----------------------------------------------------------------------------- */
+
+/* Whether a whole request (``got``) is one for this module; -1 error. */
+static int
+ours(Server *s, PyObject *got)
+{
+    if (PyTuple_GET_ITEM(got, 1) != Py_False) {
+        return 0; /* FCGI_KEEP_CONN: the connection outlives the request */
+    }
+    if (s->max_body < 0) {
+        return 1;
+    }
+    if (PyBytes_GET_SIZE(PyTuple_GET_ITEM(got, 3)) > s->max_body) {
+        return 0;
+    }
+    PyObject *value = PyDict_GetItemWithError(PyTuple_GET_ITEM(got, 2), str_content_length);
+    if (value == NULL) {
+        return PyErr_Occurred() ? -1 : 1;
+    }
+    if (!PyUnicode_Check(value) || PyUnicode_KIND(value) != PyUnicode_1BYTE_KIND) {
+        return 0;
+    }
+    const Py_UCS1 *d = PyUnicode_1BYTE_DATA(value);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(value);
+    long long v = 0;
+    if (n > 18) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (d[i] < '0' || d[i] > '9') {
+            return 0; /* the Python path says what is wrong with it */
+        }
+        v = v * 10 + (d[i] - '0');
+    }
+    return v <= s->max_body;
+}
+
+static PyObject *
+server_serve(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Server *s = (Server *)self;
+    if (nargs != 2 || !PyBytes_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "serve(sock, data: bytes)");
+        return NULL;
+    }
+    PyObject *pargs[5] = {args[1], s->base, s->root_path, s->max_params_bytes, s->max_params_count};
+    PyObject *got = PyObject_Vectorcall(s->parse, pargs, 5, NULL);
+    if (got == NULL || got == Py_None) {
+        return got;
+    }
+    int mine = ours(s, got);
+    if (mine <= 0) {
+        if (mine < 0) {
+            Py_CLEAR(got);
+        }
+        return got;
+    }
+    PyObject *environ = PyTuple_GET_ITEM(got, 2);
+    int fd = PyObject_AsFileDescriptor(args[0]);
+    if (fd < 0) {
+        Py_DECREF(got);
+        return NULL;
+    }
+    PyObject *input = PyObject_CallOneArg(s->make_input, PyTuple_GET_ITEM(got, 3));
+    if (input == NULL || PyDict_SetItem(environ, str_wsgi_input, input) < 0 ||
+        PyDict_SetItem(environ, str_wsgi_errors, s->errors) < 0) {
+        Py_XDECREF(input);
+        Py_DECREF(got);
+        return NULL;
+    }
+    Py_DECREF(input);
+    Call *c = PyObject_GC_New(Call, &CallType);
+    if (c == NULL) {
+        Py_DECREF(got);
+        return NULL;
+    }
+    c->server = (Server *)Py_NewRef(self);
+    c->sock = Py_NewRef(args[0]);
+    c->environ = Py_NewRef(environ);
+    c->head = c->status = NULL;
+    c->length = -1;
+    c->body_bytes = 0;
+    c->code = c->headers_sent = 0;
+    c->fd = fd;
+    c->rid = (int)PyLong_AsLong(PyTuple_GET_ITEM(got, 0));
+    Py_DECREF(got);
+    PyObject_GC_Track(c);
+    PyObject *out = NULL;
+    PyObject *ctx = PyContext_Copy(s->baseline);
+    if (ctx != NULL && PyContext_Enter(ctx) == 0) {
+        out = respond(c);
+        if (PyContext_Exit(ctx) < 0) {
+            Py_CLEAR(out);
+        }
+    }
+    Py_XDECREF(ctx);
+    c->fd = -1; /* the caller closes it: a start_response the app kept can no longer write */
+    Py_DECREF(c);
+    if (out != NULL && out != Py_True) { /* the Python responder's ok: served either way */
+        Py_SETREF(out, Py_NewRef(Py_True));
+    }
+    return out;
+}
+
+static int
+server_init(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    Server *s = (Server *)self;
+    static char *kwlist[] = {"app", "baseline", "base", "root_path", "max_params_bytes",
+                             "max_params_count", "max_body_bytes", "errors", "parse",
+                             "header_block", "reference_head", "make_input", "handoff", "note",
+                             "file_wrapper", "client_gone", NULL};
+    PyObject *o[16];
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kwargs, "OO!O!UO!O!OOOOOOOOO!O!:Server", kwlist, &o[0], &PyContext_Type,
+            &o[1], &PyDict_Type, &o[2], &o[3], &PyLong_Type, &o[4], &PyLong_Type, &o[5], &o[6],
+            &o[7], &o[8], &o[9], &o[10], &o[11], &o[12], &o[13], &PyType_Type, &o[14],
+            &PyType_Type, &o[15])) {
+        return -1;
+    }
+    s->max_body = o[6] == Py_None ? -1 : PyLong_AsLongLong(o[6]);
+    if (s->max_body == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    PyObject **slots[] = {&s->app, &s->baseline, &s->base, &s->root_path, &s->max_params_bytes,
+                          &s->max_params_count, NULL, &s->errors, &s->parse, &s->header_block,
+                          &s->reference_head, &s->make_input, &s->handoff, &s->note,
+                          &s->file_wrapper, &s->client_gone};
+    for (int i = 0; i < 16; i++) {
+        if (slots[i] != NULL) {
+            Py_XSETREF(*slots[i], Py_NewRef(o[i]));
+        }
+    }
+    return 0;
+}
+
+static void
+server_dealloc(PyObject *self)
+{
+    Server *s = (Server *)self;
+    Py_CLEAR(s->app);
+    Py_CLEAR(s->baseline);
+    Py_CLEAR(s->base);
+    Py_CLEAR(s->root_path);
+    Py_CLEAR(s->max_params_bytes);
+    Py_CLEAR(s->max_params_count);
+    Py_CLEAR(s->errors);
+    Py_CLEAR(s->parse);
+    Py_CLEAR(s->header_block);
+    Py_CLEAR(s->reference_head);
+    Py_CLEAR(s->make_input);
+    Py_CLEAR(s->handoff);
+    Py_CLEAR(s->note);
+    Py_CLEAR(s->file_wrapper);
+    Py_CLEAR(s->client_gone);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyMethodDef server_methods[] = {
+    {"serve", (PyCFunction)(void (*)(void))server_serve, METH_FASTCALL,
+     "serve(sock, data) -> None | (request_id, keep_conn, environ, body) | True"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ServerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "gateway.workers._serve.Server",
+    .tp_basicsize = sizeof(Server),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The sync worker's C serve path for one configuration (see the module doc).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = server_init,
+    .tp_dealloc = server_dealloc,
+    .tp_methods = server_methods,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_serve", "The sync worker's C serve path (optional speedup).", 0,
+};
+
+PyMODINIT_FUNC
+PyInit__serve(void)
+{
+    struct {
+        PyObject **slot;
+        const char *text;
+    } names[] = {
+        {&str_write, "write"}, {&str_run, "run"},
+        {&str_close, "close"}, {&str_close_note, "close"}, {&str_beyond_note, "beyond"},
+        {&str_wsgi_input, "wsgi.input"}, {&str_wsgi_errors, "wsgi.errors"},
+        {&str_content_length, "CONTENT_LENGTH"},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        *names[i].slot = PyUnicode_InternFromString(names[i].text);
+        if (*names[i].slot == NULL) {
+            return NULL;
+        }
+    }
+    if (PyType_Ready(&CallType) < 0 || PyType_Ready(&ServerType) < 0) {
+        return NULL;
+    }
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) {
+        return NULL;
+    }
+    if (PyModule_AddObjectRef(m, "Server", (PyObject *)&ServerType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,390 @@
+"""The sync worker's C serve path (gateway/workers/_serve.c) against the Python path.
+
+A real SyncWorker takes one connection from a unix socket through its accept path, once
+with the C path and once without it, for apps that exercise every branch: list, tuple and
+iterator results, a declared Content-Length reached early or never, ``write()``, lazy and
+repeated ``start_response``, exceptions before and after output, a result's ``close()``,
+``wsgi.file_wrapper``, large bodies spanning records, a client that went away. The bytes
+sent back, and the log lines, must be the same; and the C path must have answered where
+its contract says it does (any whole request without FCGI_KEEP_CONN).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import select
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config import Config
+from gateway.workers import fastserve
+from gateway.workers.sync_worker import SyncWorker
+from tests.capture import captured_requests
+from tests.fastpath_frames import request_bytes
+
+END = b"\x01\x03"  # an END_REQUEST record's first bytes (request id 1 follows)
+
+
+def test_built():
+    assert fastserve.Server is not None, (
+        "gateway/workers/_serve.c is not built: run `pip install -e .` (or "
+        "`python setup.py build_ext --inplace`) with a C compiler"
+    )
+
+
+def serve(
+    tmp_path: Path,
+    app: Any,
+    data: bytes,
+    use_c: bool,
+    close_client: bool = False,
+    **config: Any,
+) -> tuple[bytes, list[Any], list[tuple[int, str]]]:
+    """``data`` sent on one connection to a real SyncWorker: (the bytes it answered until it
+    closed the connection or ended the request, what the C path returned for it, the log)."""
+    path = str(tmp_path / f"w{int(use_c)}.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(8)
+    listener.setblocking(False)
+    worker = SyncWorker(Config(app="x:y", **config), app, [listener])
+    worker._baseline = contextvars.copy_context()
+    worker._families[listener.fileno()] = int(listener.family)
+    worker._ep = select.epoll()
+    returned: list[Any] = []
+    if use_c:
+        server = fastserve.make_server(worker)
+        assert server is not None
+
+        def counting(sock: Any, got: bytes) -> Any:
+            out = server.serve(sock, got)
+            returned.append(out if out is None or out is True else "tuple")
+            return out
+
+        worker._fast_serve = counting
+    records: list[tuple[int, str]] = []
+    handler = logging.Handler()
+    handler.emit = lambda r: records.append((r.levelno, r.getMessage()))  # type: ignore[method-assign]
+    gateway_logger = logging.getLogger("gateway")
+    gateway_logger.addHandler(handler)
+    level = gateway_logger.level
+    gateway_logger.setLevel(logging.INFO)
+    client = socket.socket(socket.AF_UNIX)
+    received: list[bytes] = []
+
+    def read() -> None:  # concurrently: a large answer does not fit in the socket's buffer
+        client.settimeout(10)
+        out = b""
+        while out[-16:-14] != END:  # up to END_REQUEST, or the close
+            chunk = client.recv(1 << 20)
+            if not chunk:
+                break
+            out += chunk
+        received.append(out)
+
+    try:
+        client.connect(path)
+        client.sendall(data)
+        if close_client:
+            client.close()
+            worker._accept(listener)
+            return b"", returned, records
+        reader = threading.Thread(target=read)
+        reader.start()
+        worker._accept(listener)
+        reader.join(10)
+        return received[0], returned, records
+    finally:
+        gateway_logger.removeHandler(handler)
+        gateway_logger.setLevel(level)
+        client.close()
+        os.unlink(path)
+        for conn in list(worker._conns.values()):
+            worker._close(conn)
+        worker._ep.close()
+        listener.close()
+
+
+GET = request_bytes(captured_requests()["/keep/1"])
+
+
+def same(tmp_path: Path, app: Any, data: bytes = GET, taken: Any = True, **config: Any) -> bytes:
+    c_out, returned, c_log = serve(tmp_path, app, data, True, **config)
+    py_out, _, py_log = serve(tmp_path, app, data, False, **config)
+    assert c_out == py_out
+    assert [(level, msg.split("\n")[0]) for level, msg in c_log] == [
+        (level, msg.split("\n")[0]) for level, msg in py_log
+    ]
+    assert returned == [taken]
+    return c_out
+
+
+def app_of(result: Any, status: str = "200 OK", headers: list[tuple[str, str]] | None = None) -> Any:
+    def app(environ, start_response):
+        start_response(status, headers if headers is not None else [("Content-Type", "text/plain")])
+        return result() if callable(result) else result
+
+    return app
+
+
+BIG = bytes(range(256)) * 1024  # 256 KiB: four records and a bit, past LARGE_BODY
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        [b"Hello, world!"],
+        [b"one ", b"two ", b"three"],
+        (b"a tuple",),
+        [],
+        [b""],
+        [BIG],
+        [BIG[:70000], BIG[:1], BIG[:65534]],  # records spanning parts
+        [b"x"] * 20,  # more parts than the stack arrays hold
+        [b"y" * 100] * 1500,  # more records than one writev takes
+        lambda: iter([b"streamed ", b"", b"chunks"]),
+        lambda: (chunk for chunk in [BIG, b"tail"]),
+    ],
+    ids=lambda r: "callable" if callable(r) else f"{type(r).__name__}{len(r)}",
+)
+def test_results(tmp_path, result):
+    out = same(tmp_path, app_of(result))
+    assert b"Status: 200 OK" in out
+
+
+@pytest.mark.parametrize("length", [0, 5, 11, 12, 100])
+def test_declared_length_ends_the_request_at_its_chunk(tmp_path, length):
+    """The chunk that completes Content-Length leaves with END_REQUEST; a later one is
+    dropped with a warning."""
+
+    def body():
+        yield b"hello "
+        yield b"world"
+        yield b""
+        yield b"!"
+
+    out = same(tmp_path, app_of(body, headers=[("Content-Length", str(length))]))
+    assert out.endswith(b"\0" * 8)
+
+
+def test_write_callable(tmp_path):
+    def app(environ, start_response):
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"written ")
+        write(bytearray(b"bytearray "))
+        write(b"")
+        return [b"returned"]
+
+    out = same(tmp_path, app)
+    assert b"written " in out and b"bytearray " in out and b"returned" in out
+
+
+def test_lazy_start_response_in_a_generator(tmp_path):
+    def app(environ, start_response):
+        start_response("201 Created", [("X-A", "1")])
+        yield b"made"
+
+    assert b"Status: 201 Created" in same(tmp_path, app)
+
+
+def test_unusual_headers_go_to_the_reference(tmp_path):
+    """A status without a phrase, header values that are not plain str: the reference
+    block; a CR in a value: InvalidResponse, a 500."""
+    assert b"Status: 204\r\n" in same(tmp_path, app_of([b""], "204", [("X-B", "b")]))
+    assert b"Status: 500" in same(tmp_path, app_of([b"no"], "200 OK", [("X-C", "a\r\nb")]))
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "raise-first",
+        "raise-after-start",
+        "raise-mid-body",
+        "no-start",
+        "no-start-list",
+        "twice",
+        "str-chunk",
+        "str-item",
+        "none",
+    ],
+)
+def test_errors(tmp_path, case):
+    def app(environ, start_response):
+        if case == "raise-first":
+            raise RuntimeError("boom")
+        if case == "no-start":
+            return iter([b"x"])
+        if case == "no-start-list":
+            return [b"x"]
+        if case == "none":
+            start_response("200 OK", [])
+            return None
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        if case == "twice":
+            start_response("200 OK", [])
+        if case == "raise-after-start":
+            raise ValueError("after start")
+        if case == "str-item":
+            return ["text"]
+        if case == "str-chunk":
+            return iter([b"bytes first", "then text"])
+
+        def body():
+            yield b"sent"
+            raise KeyError("mid-body")
+
+        return body()
+
+    out = same(tmp_path, app)
+    assert out[-16:-14] == END
+
+
+def test_exc_info_replaces_the_status_until_output(tmp_path):
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        try:
+            raise RuntimeError("late")
+        except RuntimeError:
+            import sys
+
+            start_response("503 Service Unavailable", [("Retry-After", "1")], sys.exc_info())
+        return [b"sorry"]
+
+    assert b"Status: 503 Service Unavailable" in same(tmp_path, app)
+
+
+def test_close_is_called_once_and_its_error_logged(tmp_path):
+    closed: list[int] = []
+
+    class Body:
+        def __init__(self, fail: bool) -> None:
+            self.fail = fail
+
+        def __iter__(self):
+            return iter([b"body"])
+
+        def close(self) -> None:
+            closed.append(1)
+            if self.fail:
+                raise OSError("close failed")
+
+    for fail in (False, True):
+        closed.clear()
+        same(tmp_path, app_of(lambda f=fail: Body(f)))
+        assert closed == [1, 1]  # once per path
+
+
+def test_file_wrapper_result(tmp_path):
+    path = tmp_path / "file.bin"
+    path.write_bytes(BIG)
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", str(len(BIG)))])
+        return environ["wsgi.file_wrapper"](open(path, "rb"))
+
+    assert BIG[:1000] in same(tmp_path, app)
+
+
+def test_post_body_and_limits(tmp_path):
+    def echo(environ, start_response):
+        start_response("200 OK", [])
+        return [environ["wsgi.input"].read()]
+
+    post = captured_requests()["/form"]
+    assert b"a=1&b=2" in same(tmp_path, echo, request_bytes(post, b"a=1&b=2"))
+    # Over --max-body-size, or with FCGI_KEEP_CONN: the Python path answers.
+    big = [(k, b"2000" if k == b"CONTENT_LENGTH" else v) for k, v in post]
+    out = same(tmp_path, echo, request_bytes(big, b"x" * 2000), "tuple", max_body_bytes=1000)
+    assert b"Status: 413" in out
+    unsaid = [(k, b"" if k == b"CONTENT_LENGTH" else v) for k, v in post]  # no length to check
+    out = same(tmp_path, echo, request_bytes(unsaid, b"x" * 2000), "tuple", max_body_bytes=1000)
+    assert b"Status: 413" in out
+    assert b"a=1" in same(tmp_path, echo, request_bytes(post, b"a=1", keep=True), "tuple")
+    # Not one whole request (the body's end missing): the codec.
+    _, returned, _ = serve(tmp_path, app_of([b"x"]), request_bytes(post, b"a=1")[:-8], True)
+    assert returned == [None]
+
+
+def test_a_fresh_context_per_request(tmp_path):
+    var: contextvars.ContextVar[int] = contextvars.ContextVar("var", default=0)
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        var.set(var.get() + 1)
+        return [str(var.get()).encode()]
+
+    assert same(tmp_path, app).count(b"\r\n\r\n1") == 1
+
+
+def test_client_gone(tmp_path):
+    """The web server closed the connection before the answer: logged, nothing raised."""
+    _, returned, log = serve(tmp_path, app_of([b"late"]), GET, True, close_client=True)
+    _, _, py_log = serve(tmp_path, app_of([b"late"]), GET, False, close_client=True)
+    assert returned == [True]
+    assert log == py_log
+    assert [level for level, _ in log] == [logging.INFO]
+    assert "web server closed the connection during GET /keep/1: [Errno 32]" in log[0][1]
+
+
+def test_base_exceptions_propagate(tmp_path):
+    def app(environ, start_response):
+        raise KeyboardInterrupt
+
+    for use_c in (True, False):
+        with pytest.raises(KeyboardInterrupt):
+            serve(tmp_path, app, GET, use_c)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"status_path": "/status"},
+        {"request_timeout_s": 30.0},
+        {"forward_stderr": True},
+        {"threads": 2},
+        {"max_requests_per_connection": 0},
+    ],
+)
+def test_not_used_where_only_the_python_path_can(config):
+    from gateway.workers.sync_threads import ThreadedSyncWorker
+
+    cfg = Config(app="x:y", **config)
+    cls = ThreadedSyncWorker if cfg.threads > 1 else SyncWorker
+    worker = cls(cfg, app_of([b""]), [])
+    worker._baseline = contextvars.copy_context()
+    if "status_path" in config:
+        worker.pages = object()  # type: ignore[assignment]
+    assert fastserve.make_server(worker) is None
+    plain = SyncWorker(Config(app="x:y"), app_of([b""]), [])
+    plain._baseline = contextvars.copy_context()
+    assert fastserve.make_server(plain) is not None
+
+
+def test_a_kept_write_cannot_reach_a_later_connection(tmp_path):
+    """An app that keeps ``write`` and calls it after its request: the connection is closed,
+    and its fd number may be another connection's by then; the write must fail."""
+    kept: list[Any] = []
+
+    def app(environ, start_response):
+        kept.append(start_response("200 OK", []))
+        return [b"first"]
+
+    from gateway.protocol import LocalProtocolError
+    from gateway.wsgi.handler import ClientGone
+
+    for use_c in (True, False):
+        kept.clear()
+        serve(tmp_path, app, GET, use_c)
+        other = socket.socket(socket.AF_UNIX)  # likely given the fd number just closed
+        try:
+            # C: EBADF (ClientGone); Python: the codec has no such request any more.
+            with pytest.raises(ClientGone if use_c else LocalProtocolError):
+                kept[0](b"late")
+        finally:
+            other.close()
