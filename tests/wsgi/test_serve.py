@@ -11,6 +11,7 @@ its contract says it does (any whole request without FCGI_KEEP_CONN).
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import os
@@ -88,6 +89,7 @@ def serve(
             out += chunk
         received.append(out)
 
+    reader = threading.Thread(target=read)
     try:
         client.connect(path)
         client.sendall(data)
@@ -95,7 +97,6 @@ def serve(
             client.close()
             worker._accept(listener)
             return b"", returned, records
-        reader = threading.Thread(target=read)
         reader.start()
         worker._accept(listener)
         reader.join(10)
@@ -103,6 +104,10 @@ def serve(
     finally:
         gateway_logger.removeHandler(handler)
         gateway_logger.setLevel(level)
+        if reader.is_alive():  # the worker raised (test_base_exceptions_propagate): wake it
+            with contextlib.suppress(OSError):
+                client.shutdown(socket.SHUT_RDWR)
+            reader.join(10)
         client.close()
         os.unlink(path)
         for conn in list(worker._conns.values()):
