@@ -34,7 +34,7 @@ setup(
         Extension(
             "gateway.workers._serve",
             ["gateway/workers/_serve.c"],
-            depends=["gateway/workers/_serve_send.h"],
+            depends=["gateway/workers/_serve_call.h", "gateway/workers/_serve_send.h"],
             optional=True,
         ),
     ]

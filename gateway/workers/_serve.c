@@ -23,38 +23,17 @@
  * ``start_response`` and ``write()`` are done here; a header block the C ``header_block``
  * does not take goes to ``reference_head`` (which raises the errors). The Python responder,
  * made by ``handoff`` with the state so far (the header block, the declared length, what was
- * sent), goes on with ``run(None, result, error)`` from the point where this module stops:
- * every exception (from the app, its iterator, or a failed send, raised as ``client_gone``),
+ * sent, whether the request ended), goes on with ``run(None, result, error)`` from the
+ * point where this module stops: every exception (from the app, its iterator, or a failed send, raised as ``client_gone``),
  * a ``wsgi.file_wrapper`` result (sendfile), a list holding other than bytes; it then closes
  * the result. ``note(what, environ, exc)`` logs the two events that end nothing: a close()
  * that raised, a body beyond its Content-Length.
  */
-#include "_serve_send.h"
-
-typedef struct {
-    PyObject_HEAD
-    PyObject *app, *baseline, *base, *root_path, *max_params_bytes, *max_params_count;
-    PyObject *errors, *parse, *header_block, *reference_head, *make_input, *handoff, *note;
-    PyObject *file_wrapper, *client_gone;
-    long long max_body; /* -1: no limit */
-} Server;
-
-/* One request: the ``start_response`` callable the app gets, and the response's state. */
-typedef struct {
-    PyObject_HEAD
-    Server *server;
-    PyObject *sock, *environ;
-    PyObject *head;   /* the header block (bytes), once start_response was called */
-    PyObject *status; /* its status (str) */
-    long long length; /* the declared Content-Length, -1: none */
-    long long body_bytes;
-    int code, headers_sent, fd, rid;
-} Call;
-
-static PyObject *str_write, *str_run, *str_close, *str_close_note,
-    *str_beyond_note, *str_wsgi_input, *str_wsgi_errors, *str_content_length;
+#include "_serve_call.h"
 
 /* -- hand-off to the Python responder -------------------------------------------------- */
+
+static int close_result(Call *c, PyObject *result);
 
 /* The Python responder goes on from here: ``run(None, result, error)`` with the pending
  * exception if any (taken). Returns its result; NULL if it raised (a BaseException). */
@@ -74,163 +53,28 @@ resume(Call *c, PyObject *result)
     }
     PyObject *length = c->length < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(c->length);
     if (length != NULL) {
-        py = PyObject_CallFunction(c->server->handoff, "OiOOOiOOL", c->sock, c->rid, c->environ,
-                                   c->head ? c->head : Py_None, length, c->code,
+        py = PyObject_CallFunction(c->server->handoff, "OiOOOiOOLO", c->sock, c->rid,
+                                   c->environ, c->head ? c->head : Py_None, length, c->code,
                                    c->status ? c->status : Py_None,
-                                   c->headers_sent ? Py_True : Py_False, c->body_bytes);
+                                   c->headers_sent ? Py_True : Py_False, c->body_bytes,
+                                   c->ended ? Py_True : Py_False);
         Py_DECREF(length);
     }
     if (py != NULL) {
         out = PyObject_CallMethodObjArgs(py, str_run, Py_None, result ? result : Py_None,
                                          error ? error : Py_None, NULL);
         Py_DECREF(py);
+    } else if (result != NULL) { /* no responder (MemoryError?): still close the result */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        if (close_result(c, result) < 0) {
+            PyErr_Clear();
+        }
+        PyErr_Restore(type, value, tb);
     }
     Py_XDECREF(error);
     return out;
 }
-
-/* ``chunk`` (bytes, may be NULL) after the header block if not yet sent; ends the request
- * if ``end``. Counts the body bytes. -1 with an exception set. */
-static int
-emit(Call *c, PyObject *chunk, int end)
-{
-    PyObject *parts[2];
-    Py_ssize_t n = 0;
-    if (!c->headers_sent) {
-        parts[n++] = c->head;
-    }
-    if (chunk != NULL) {
-        parts[n++] = chunk;
-        c->body_bytes += PyBytes_GET_SIZE(chunk);
-    }
-    c->headers_sent = 1;
-    return send_stdout(c->fd, c->rid, c->server->client_gone, parts, n, end);
-}
-
-/* -- start_response and write ---------------------------------------------------------- */
-
-static PyObject *
-call_start_response(PyObject *self, PyObject *args, PyObject *kwargs)
-{
-    Call *c = (Call *)self;
-    static char *kwlist[] = {"status", "headers", "exc_info", NULL};
-    PyObject *status, *headers, *exc_info = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O:start_response", kwlist, &status,
-                                     &headers, &exc_info)) {
-        return NULL;
-    }
-    if (exc_info != Py_None) {
-        if (c->headers_sent) { /* raise exc_info[1].with_traceback(exc_info[2]) */
-            if (!PyTuple_Check(exc_info) || PyTuple_GET_SIZE(exc_info) != 3 ||
-                !PyExceptionInstance_Check(PyTuple_GET_ITEM(exc_info, 1))) {
-                PyErr_SetString(PyExc_TypeError, "exc_info must be a (type, value, traceback) tuple");
-                return NULL;
-            }
-            PyObject *value = PyTuple_GET_ITEM(exc_info, 1), *tb = PyTuple_GET_ITEM(exc_info, 2);
-            if (tb != Py_None && PyException_SetTraceback(value, tb) < 0) {
-                return NULL;
-            }
-            PyErr_SetObject((PyObject *)Py_TYPE(value), value);
-            return NULL;
-        }
-    } else if (c->status != NULL) {
-        PyErr_SetString(PyExc_AssertionError, "start_response() called twice without exc_info");
-        return NULL;
-    }
-    PyObject *head = PyObject_CallFunctionObjArgs(c->server->header_block, status, headers, NULL);
-    if (head == Py_None) { /* not a simple one: the reference (which raises the errors) */
-        Py_DECREF(head);
-        head = PyObject_CallFunctionObjArgs(c->server->reference_head, status, headers, NULL);
-    }
-    if (head == NULL) {
-        return NULL;
-    }
-    PyObject *length = PyTuple_GET_ITEM(head, 1);
-    long long declared = -1;
-    if (length != Py_None) {
-        int overflow;
-        declared = PyLong_AsLongLongAndOverflow(length, &overflow);
-        if (overflow) {
-            declared = LLONG_MAX; /* never reached */
-        }
-    }
-    Py_XSETREF(c->head, Py_NewRef(PyTuple_GET_ITEM(head, 0)));
-    c->code = (int)PyLong_AsLong(PyTuple_GET_ITEM(head, 2));
-    Py_DECREF(head);
-    c->length = declared;
-    Py_XSETREF(c->status, Py_NewRef(status));
-    return PyObject_GetAttr(self, str_write);
-}
-
-/* The WSGI ``write()`` callable: sent at once, as the reference does. */
-static PyObject *
-call_write(PyObject *self, PyObject *data)
-{
-    Call *c = (Call *)self;
-    if (c->head == NULL) {
-        PyErr_SetString(PyExc_AssertionError, "write() called before start_response()");
-        return NULL;
-    }
-    PyObject *chunk = as_bytes(data);
-    if (chunk == NULL) {
-        return NULL;
-    }
-    int rc = 0;
-    if (!c->headers_sent || PyBytes_GET_SIZE(chunk) > 0) {
-        rc = emit(c, chunk, 0);
-    }
-    Py_DECREF(chunk);
-    if (rc < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static int
-call_traverse(PyObject *self, visitproc visit, void *arg)
-{
-    Call *c = (Call *)self;
-    Py_VISIT(c->sock);
-    Py_VISIT(c->environ);
-    return 0;
-}
-
-static int
-call_clear(PyObject *self)
-{
-    Call *c = (Call *)self;
-    Py_CLEAR(c->sock);
-    Py_CLEAR(c->environ);
-    Py_CLEAR(c->head);
-    Py_CLEAR(c->status);
-    return 0;
-}
-
-static void
-call_dealloc(PyObject *self)
-{
-    PyObject_GC_UnTrack(self);
-    call_clear(self);
-    Py_CLEAR(((Call *)self)->server);
-    PyObject_GC_Del(self);
-}
-
-static PyMethodDef call_methods[] = {
-    {"write", (PyCFunction)call_write, METH_O, "WSGI write(data)"},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyTypeObject CallType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "gateway.workers._serve.StartResponse",
-    .tp_basicsize = sizeof(Call),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "start_response(status, headers, exc_info=None) of one request",
-    .tp_call = call_start_response,
-    .tp_traverse = call_traverse,
-    .tp_clear = call_clear,
-    .tp_dealloc = call_dealloc,
-    .tp_methods = call_methods,
-};
 
 /* -- the response ----------------------------------------------------------------------- */
 
@@ -296,8 +140,15 @@ respond_sequence(Call *c, PyObject *result)
         parts[k++] = items[i];
         c->body_bytes += PyBytes_GET_SIZE(items[i]);
     }
-    c->headers_sent = 1;
-    int rc = send_stdout(c->fd, c->rid, c->server->client_gone, parts, k, 1);
+    c->headers_sent = c->ended = 1;
+    /* held while the GIL is released: another thread of the app could change the list */
+    for (Py_ssize_t i = 0; i < k; i++) {
+        Py_INCREF(parts[i]);
+    }
+    int rc = send_stdout(c->fd, c->sock, c->rid, c->server->client_gone, parts, k, 1);
+    for (Py_ssize_t i = 0; i < k; i++) {
+        Py_DECREF(parts[i]);
+    }
     if (parts != small) {
         PyMem_Free(parts);
     }
@@ -318,26 +169,36 @@ respond_iterable(Call *c, PyObject *result)
     PyObject *item;
     while (rc == 0 && (item = PyIter_Next(it)) != NULL) {
         int truth = PyObject_IsTrue(item); /* the reference skips empty chunks */
-        PyObject *chunk = truth > 0 ? as_bytes(item) : NULL;
-        Py_DECREF(item);
-        if (truth == 0) {
+        if (truth <= 0) {
+            Py_DECREF(item);
+            if (truth < 0) {
+                rc = -1;
+            }
             continue;
         }
-        if (chunk == NULL) {
-            rc = -1;
-        } else if (done) {
+        if (done) { /* the reference drops what comes after, whatever it is */
+            Py_DECREF(item);
             PyObject *out = PyObject_CallFunctionObjArgs(c->server->note, str_beyond_note,
                                                          c->environ, Py_None, NULL);
             Py_XDECREF(out);
             rc = out == NULL ? -1 : 1;
-        } else if (c->head == NULL) {
+            continue;
+        }
+        if (c->head == NULL) {
+            Py_DECREF(item);
             PyErr_SetString(PyExc_AssertionError, "write() called before start_response()");
             rc = -1;
-        } else {
-            done = c->length >= 0 && c->body_bytes + PyBytes_GET_SIZE(chunk) >= c->length;
-            rc = emit(c, chunk, done);
+            continue;
         }
-        Py_XDECREF(chunk);
+        PyObject *chunk = as_bytes(item);
+        Py_DECREF(item);
+        if (chunk == NULL) {
+            rc = -1;
+            continue;
+        }
+        done = c->length >= 0 && c->body_bytes + PyBytes_GET_SIZE(chunk) >= c->length;
+        rc = emit(c, chunk, done);
+        Py_DECREF(chunk);
     }
     Py_DECREF(it);
     if (rc < 0 || PyErr_Occurred()) {
@@ -417,10 +278,32 @@ ours(Server *s, PyObject *got)
     return v <= s->max_body;
 }
 
+static PyObject *serve(Server *s, PyObject *const *args, Py_ssize_t nargs);
+
+/* Server.serve: ``serve``, and an exception escaping it (the app's SystemExit, a failure
+ * here) does not leave the connection open: the caller never saw it as one of its own. */
 static PyObject *
 server_serve(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    Server *s = (Server *)self;
+    PyObject *out = serve((Server *)self, args, nargs);
+    if (out == NULL && nargs > 0) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyObject *closed = PyObject_CallMethod(args[0], "close", NULL);
+        Py_XDECREF(closed);
+        PyErr_Clear();
+        PyErr_Restore(type, value, tb);
+    }
+    return out;
+}
+
+static PyObject *
+serve(Server *s, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (s->app == NULL) {
+        PyErr_SetString(PyExc_TypeError, "Server.__init__() was not called");
+        return NULL;
+    }
     if (nargs != 2 || !PyBytes_CheckExact(args[1])) {
         PyErr_SetString(PyExc_TypeError, "serve(sock, data: bytes)");
         return NULL;
@@ -456,13 +339,13 @@ server_serve(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(got);
         return NULL;
     }
-    c->server = (Server *)Py_NewRef(self);
+    c->server = (Server *)Py_NewRef((PyObject *)s);
     c->sock = Py_NewRef(args[0]);
     c->environ = Py_NewRef(environ);
     c->head = c->status = NULL;
     c->length = -1;
     c->body_bytes = 0;
-    c->code = c->headers_sent = 0;
+    c->code = c->headers_sent = c->ended = 0;
     c->fd = fd;
     c->rid = (int)PyLong_AsLong(PyTuple_GET_ITEM(got, 0));
     Py_DECREF(got);

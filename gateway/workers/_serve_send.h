@@ -1,7 +1,8 @@
 /* Writing a response's FastCGI records for gateway/workers/_serve.c: STDOUT records framed
  * over a list of bytes parts as the codec frames their concatenation (encode_stream,
  * stream_parts: records of up to 65535 bytes, no padding), the request's ending, and one
- * vectored write with the GIL released. Also ``as_bytes`` for the body data an app gives.
+ * vectored write with the GIL released (waiting for writability, as ``sendall`` does, on a
+ * socket with a timeout). Also ``as_bytes`` for the body data an app gives.
  */
 #ifndef GATEWAY_SERVE_SEND_H
 #define GATEWAY_SERVE_SEND_H
@@ -9,6 +10,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/uio.h>
 
@@ -43,10 +45,42 @@ record_header(unsigned char *h, int type, int rid, Py_ssize_t n)
     h[6] = h[7] = 0;
 }
 
-/* writev all of ``iov`` (modified) to ``fd``, the GIL released; -1 with ``client_gone``
- * raised (or the exception of a signal handler). */
+/* Wait until ``fd`` takes more, as ``sock.sendall`` does on a socket with a timeout
+ * (``socket.setdefaulttimeout()`` gives one to every new socket, and makes its fd
+ * non-blocking). 0: writable; -1 with ``client_gone`` raised: a blocking socket whose
+ * kernel send timeout (SO_SNDTIMEO) expired, or the socket's own timeout did. */
 static int
-write_all(int fd, PyObject *client_gone, struct iovec *iov, Py_ssize_t n)
+wait_writable(int fd, PyObject *sock, PyObject *client_gone, int err)
+{
+    PyObject *t = PyObject_CallMethod(sock, "gettimeout", NULL);
+    if (t == NULL) {
+        return -1;
+    }
+    double timeout = t == Py_None ? -1.0 : PyFloat_AsDouble(t);
+    Py_DECREF(t);
+    if (timeout < 0) {
+        if (PyErr_Occurred()) {
+            return -1;
+        }
+        PyErr_Format(client_gone, "[Errno %d] %s", err, strerror(err));
+        return -1;
+    }
+    struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+    int ready;
+    Py_BEGIN_ALLOW_THREADS
+    ready = poll(&pfd, 1, (int)(timeout * 1000));
+    Py_END_ALLOW_THREADS
+    if (ready > 0 || (ready < 0 && errno == EINTR)) {
+        return PyErr_CheckSignals();
+    }
+    PyErr_SetString(client_gone, ready == 0 ? "timed out" : strerror(errno));
+    return -1;
+}
+
+/* writev all of ``iov`` (modified) to ``fd`` (``sock``'s), the GIL released; -1 with
+ * ``client_gone`` raised (or the exception of a signal handler). */
+static int
+write_all(int fd, PyObject *sock, PyObject *client_gone, struct iovec *iov, Py_ssize_t n)
 {
     Py_ssize_t i = 0;
     while (i < n) {
@@ -56,14 +90,21 @@ write_all(int fd, PyObject *client_gone, struct iovec *iov, Py_ssize_t n)
         sent = writev(fd, iov + i, batch);
         Py_END_ALLOW_THREADS
         if (sent < 0) {
-            if (errno == EINTR) {
+            int err = errno;
+            if (err == EINTR) {
                 if (PyErr_CheckSignals() < 0) {
                     return -1;
                 }
                 continue;
             }
+            if (err == EAGAIN || err == EWOULDBLOCK) {
+                if (wait_writable(fd, sock, client_gone, err) < 0) {
+                    return -1;
+                }
+                continue;
+            }
             /* the text of the reference's ClientGone(str(OSError)) */
-            PyErr_Format(client_gone, "[Errno %d] %s", errno, strerror(errno));
+            PyErr_Format(client_gone, "[Errno %d] %s", err, strerror(err));
             return -1;
         }
         while (i < n && (size_t)sent >= iov[i].iov_len) {
@@ -83,8 +124,8 @@ write_all(int fd, PyObject *client_gone, struct iovec *iov, Py_ssize_t n)
  * ``end``, the empty STDOUT and END_REQUEST(0, REQUEST_COMPLETE); in one vectored write.
  * -1 with an exception set. */
 static int
-send_stdout(int fd, int rid, PyObject *client_gone, PyObject *const *parts, Py_ssize_t nparts,
-            int end)
+send_stdout(int fd, PyObject *sock, int rid, PyObject *client_gone, PyObject *const *parts,
+            Py_ssize_t nparts, int end)
 {
     Py_ssize_t total = 0;
     for (Py_ssize_t i = 0; i < nparts; i++) {
@@ -139,7 +180,7 @@ send_stdout(int fd, int rid, PyObject *client_gone, PyObject *const *parts, Py_s
         iov[k].iov_base = tail;
         iov[k++].iov_len = 24;
     }
-    int rc = write_all(fd, client_gone, iov, k);
+    int rc = write_all(fd, sock, client_gone, iov, k);
     if (headers != small_headers) {
         PyMem_Free(headers);
     }

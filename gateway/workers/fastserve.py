@@ -6,7 +6,8 @@ without FCGI_KEEP_CONN (nginx's default): it calls the app, implements ``start_r
 and ``write()``, and writes the response's records, with no per-request Python of the
 worker's own. It applies only when a request needs nothing else from the worker: no status
 pages, scoreboard, access log, isolation layer, watchdog (request timeouts),
-``--forward-stderr`` or request threads; the Python path (``SyncWorker._serve`` and
+``--forward-stderr``, ``--debug`` (its 500 pages show the reference's tracebacks) or
+request threads; the Python path (``SyncWorker._serve`` and
 ``gateway.wsgi.handler.WSGIResponder``) stays the reference and takes everything else,
 including, mid-request, every error (see ``handoff``).
 """
@@ -56,6 +57,7 @@ def make_server(worker: SyncWorker) -> Any | None:
         or worker.isolation is not None
         or worker.watchdog.enabled
         or cfg.forward_stderr
+        or cfg.debug
         or cfg.max_requests_per_connection == 0
     ):
         return None
@@ -80,6 +82,7 @@ def make_server(worker: SyncWorker) -> Any | None:
         status: str | None,
         headers_sent: bool,
         body_bytes: int,
+        ended: bool,
     ) -> WSGIResponder:
         """A Python responder in the C path's state, to go on with the request."""
         codec = FastCGIConnection(**options)
@@ -87,6 +90,7 @@ def make_server(worker: SyncWorker) -> Any | None:
         responder = WSGIResponder(codec, rid, sock, environ, debug)
         responder.head, responder.length, responder.code = head, length, code
         responder.status, responder.headers_sent, responder.body_bytes = status, headers_sent, body_bytes
+        responder.ended = ended
         return responder
 
     return Server(

@@ -81,6 +81,7 @@ class WSGIResponder:
         "code",
         "codec",
         "debug",
+        "ended",
         "environ",
         "head",
         "headers_sent",
@@ -103,6 +104,8 @@ class WSGIResponder:
         self.status: str | None = None
         self.head: bytes | None = None
         self.headers_sent = False
+        #: END_REQUEST was encoded for this request: nothing more may be sent
+        self.ended = False
         self.timed_out = False
         #: the Content-Length the app declared, if any: its last byte ends the request
         self.length: int | None = None
@@ -177,6 +180,8 @@ class WSGIResponder:
     def write(self, data: bytes) -> None:
         if self.head is None:
             raise AssertionError("write() called before start_response()")
+        if self.ended:
+            raise AssertionError("write() called after the response ended")
         self.body_bytes += len(data)
         if not self.headers_sent:
             data = self.head + data
@@ -191,7 +196,7 @@ class WSGIResponder:
         if len(body) > LARGE_BODY and self.buffer is None:
             # A vectored write of record headers and slices: the body is never copied.
             buffers = [body] if self.headers_sent else [self.head, body]
-            self.headers_sent = True
+            self.headers_sent = self.ended = True
             with self.lock:
                 if self.timed_out:
                     raise ClientGone("request timed out; the gateway already answered 504")
@@ -200,6 +205,7 @@ class WSGIResponder:
         if not self.headers_sent:
             body = self.head + body
             self.headers_sent = True
+        self.ended = True
         with self.lock:  # _emit(send_response, body), inline: every request comes here
             if self.timed_out:
                 raise ClientGone("request timed out; the gateway already answered 504")
@@ -303,6 +309,10 @@ class WSGIResponder:
                     logger.exception("exception in the close() of the WSGI response for %s", self.describe())
 
     def _fail(self, detail: str | None, status: int = 500) -> bool:
+        if self.ended:
+            # The error came after the response's end (a generator raising after its last
+            # chunk): the caller logged it, and nothing more may be sent.
+            return True
         if not self.headers_sent:
             self.code = status
         try:
