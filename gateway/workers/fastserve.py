@@ -63,7 +63,6 @@ def make_server(worker: SyncWorker) -> Any | None:
         return None
     limit = cfg.max_body_bytes
     options = worker._codec_options
-    debug = cfg.debug
 
     def make_input(body: bytes) -> InputStream:
         stream = InputStream(None, limit)
@@ -87,7 +86,7 @@ def make_server(worker: SyncWorker) -> Any | None:
         """A Python responder in the C path's state, to go on with the request."""
         codec = FastCGIConnection(**options)
         codec.adopt(rid, False)
-        responder = WSGIResponder(codec, rid, sock, environ, debug)
+        responder = WSGIResponder(codec, rid, sock, environ, False)  # --debug: never here
         responder.head, responder.length, responder.code = head, length, code
         responder.status, responder.headers_sent, responder.body_bytes = status, headers_sent, body_bytes
         responder.ended = ended
