@@ -92,9 +92,16 @@ def test_max_requests_under_load(served, wrk, app, worker, method, keep_conn, du
     # On a kept-alive connection nginx may already have written the next request when the
     # worker reaches its limit: that one cannot be refused, so one more is allowed there.
     low, high = MAX_REQUESTS, MAX_REQUESTS + JITTER + (1 if keep_conn else 0)
-    wrong = {pid: n for pid, n in recycled.items() if not low <= n <= high}
-    wrong.update({pid: n for pid, n in partial.items() if n > high})
+    # And a connection the worker accepted before its limit, whose request was still on the
+    # way (nginx connects, then writes), is served when the request comes, after the limit
+    # (closing it unanswered would be a 502): a rare race, seen once in ~1,100 workers in
+    # CI. So a few workers, not a steady share, may serve one more.
+    counts_all = {**recycled, **partial}
+    wrong = {pid: n for pid, n in recycled.items() if n < low}
+    wrong.update({pid: n for pid, n in counts_all.items() if n > high + 1})
     assert not wrong, f"workers outside [{low}, {high}]: {wrong}"
+    one_more = {pid: n for pid, n in counts_all.items() if n == high + 1}
+    assert len(one_more) <= max(1, len(recycled) // 100), f"{len(one_more)} workers over {high}: {one_more}"
 
 
 LEAK_APP = '''"""Leaks 2 MiB per request (written by tests/process); answers "pid rss"."""
