@@ -14,12 +14,11 @@ including, mid-request, every error (see ``handoff``).
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any
 
 from ..protocol import FastCGIConnection
 from ..wsgi.fastpath import header_block, whole_request
-from ..wsgi.handler import ClientGone, WSGIResponder, describe, reference_head
+from ..wsgi.handler import ClientGone, WSGIResponder, note, reference_head
 from ..wsgi.streams import FileWrapper, InputStream
 
 if TYPE_CHECKING:
@@ -29,16 +28,6 @@ try:
     from ._serve import Server
 except ImportError:  # not built: the Python path serves every request
     Server = None
-
-logger = logging.getLogger("gateway.error")
-
-
-def note(what: str, environ: dict[str, Any], exc: BaseException | None) -> None:
-    """Log what the C path met that ends nothing (as WSGIResponder.run logs it)."""
-    if what == "close":
-        logger.error("exception in the close() of the WSGI response for %s", describe(environ), exc_info=exc)
-    else:
-        logger.warning("%s: body beyond its Content-Length dropped", describe(environ))
 
 
 def make_server(worker: SyncWorker) -> Any | None:

@@ -74,6 +74,16 @@ def describe(environ: dict[str, Any]) -> str:
     return f"{environ.get('REQUEST_METHOD', '?')} {environ.get('PATH_INFO', '')}{'?' + qs if qs else ''}"
 
 
+def note(what: str, environ: dict[str, Any], exc: BaseException | None) -> None:
+    """Log what ends nothing: a result's close() that raised (``"close"``, with ``exc``), a
+    body beyond its Content-Length (``"beyond"``). Both responders log them here (the C
+    serve path, gateway/workers/_serve.c, calls it too)."""
+    if what == "close":
+        logger.error("exception in the close() of the WSGI response for %s", describe(environ), exc_info=exc)
+    else:
+        logger.warning("%s: body beyond its Content-Length dropped", describe(environ))
+
+
 class WSGIResponder:
     __slots__ = (
         "body_bytes",
@@ -269,7 +279,7 @@ class WSGIResponder:
                     if not chunk:
                         continue
                     if done:
-                        logger.warning("%s: body beyond its Content-Length dropped", self.describe())
+                        note("beyond", self.environ, None)
                         break
                     if self.length is not None and self.body_bytes + len(chunk) >= self.length:
                         # The declared length is reached: the last bytes, the empty STDOUT and
@@ -305,8 +315,8 @@ class WSGIResponder:
             if close is not None:
                 try:
                     close()
-                except Exception:
-                    logger.exception("exception in the close() of the WSGI response for %s", self.describe())
+                except Exception as exc:
+                    note("close", self.environ, exc)
 
     def _fail(self, detail: str | None, status: int = 500) -> bool:
         if self.ended:
