@@ -14,6 +14,7 @@ including, mid-request, every error (see ``handoff``).
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 from ..protocol import FastCGIConnection
@@ -53,13 +54,6 @@ def make_server(worker: SyncWorker) -> Any | None:
     limit = cfg.max_body_bytes
     options = worker._codec_options
 
-    def make_input(body: bytes) -> InputStream:
-        stream = InputStream(None, limit)
-        if body:
-            stream.feed(body)
-        stream.end()
-        return stream
-
     def handoff(
         sock: Any,
         rid: int,
@@ -93,7 +87,7 @@ def make_server(worker: SyncWorker) -> Any | None:
         parse=whole_request,
         header_block=header_block,
         reference_head=reference_head,
-        make_input=make_input,
+        make_input=functools.partial(InputStream.whole, limit=limit),
         handoff=handoff,
         note=note,
         file_wrapper=FileWrapper,

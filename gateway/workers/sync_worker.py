@@ -479,10 +479,7 @@ class SyncWorker:
     ) -> None:
         """A request the C fast path took whole from one read of an idle connection."""
         conn.codec.adopt(rid, keep_conn)
-        conn.input = InputStream(None, self.config.max_body_bytes)
-        if body:
-            conn.input.feed(body)
-        conn.input.end()
+        conn.input = InputStream.whole(body, self.config.max_body_bytes)
         self._serve(conn, rid, environ)
         self._settle(conn)
 
