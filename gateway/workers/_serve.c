@@ -35,22 +35,28 @@
 
 static int close_result(Call *c, PyObject *result);
 
+/* The pending exception, taken (cleared) and normalized, its traceback attached: a new
+ * reference to pass to Python as an object. */
+static PyObject *
+take_error(void)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+
 /* The Python responder goes on from here: ``run(None, result, error)`` with the pending
  * exception if any (taken). Returns its result; NULL if it raised (a BaseException). */
 static PyObject *
 resume(Call *c, PyObject *result)
 {
-    PyObject *error = NULL, *py = NULL, *out = NULL;
-    if (PyErr_Occurred()) {
-        PyObject *type, *tb;
-        PyErr_Fetch(&type, &error, &tb);
-        PyErr_NormalizeException(&type, &error, &tb);
-        if (tb != NULL) {
-            PyException_SetTraceback(error, tb);
-        }
-        Py_XDECREF(type);
-        Py_XDECREF(tb);
-    }
+    PyObject *error = PyErr_Occurred() ? take_error() : NULL, *py = NULL, *out = NULL;
     PyObject *length = c->length < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(c->length);
     if (length != NULL) {
         py = PyObject_CallFunction(c->server->handoff, "OiOOOiOOLO", c->sock, c->rid,
@@ -99,16 +105,9 @@ close_result(Call *c, PyObject *result)
     if (!PyErr_ExceptionMatches(PyExc_Exception)) {
         return -1;
     }
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb != NULL) {
-        PyException_SetTraceback(value, tb);
-    }
+    PyObject *value = take_error();
     out = PyObject_CallFunctionObjArgs(c->server->note, str_close_note, c->environ, value, NULL);
-    Py_XDECREF(type);
     Py_XDECREF(value);
-    Py_XDECREF(tb);
     Py_XDECREF(out);
     return out == NULL ? -1 : 0;
 }
