@@ -366,6 +366,21 @@ serve(Server *s, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+#define SERVER_ARGS 16
+
+/* A Server's object fields, in the order of Server()'s arguments (NULL for
+ * max_body_bytes, kept as a number): what __init__ sets and dealloc clears. */
+static void
+server_fields(Server *s, PyObject **f[SERVER_ARGS])
+{
+    PyObject **all[SERVER_ARGS] = {
+        &s->app, &s->baseline, &s->base, &s->root_path, &s->max_params_bytes,
+        &s->max_params_count, NULL, &s->errors, &s->parse, &s->header_block,
+        &s->reference_head, &s->make_input, &s->handoff, &s->note, &s->file_wrapper,
+        &s->client_gone};
+    memcpy(f, all, sizeof(all));
+}
+
 static int
 server_init(PyObject *self, PyObject *args, PyObject *kwargs)
 {
@@ -374,7 +389,7 @@ server_init(PyObject *self, PyObject *args, PyObject *kwargs)
                              "max_params_count", "max_body_bytes", "errors", "parse",
                              "header_block", "reference_head", "make_input", "handoff", "note",
                              "file_wrapper", "client_gone", NULL};
-    PyObject *o[16];
+    PyObject *o[SERVER_ARGS];
     if (!PyArg_ParseTupleAndKeywords(
             args, kwargs, "OO!O!UO!O!OOOOOOOOO!O!:Server", kwlist, &o[0], &PyContext_Type,
             &o[1], &PyDict_Type, &o[2], &o[3], &PyLong_Type, &o[4], &PyLong_Type, &o[5], &o[6],
@@ -386,13 +401,11 @@ server_init(PyObject *self, PyObject *args, PyObject *kwargs)
     if (s->max_body == -1 && PyErr_Occurred()) {
         return -1;
     }
-    PyObject **slots[] = {&s->app, &s->baseline, &s->base, &s->root_path, &s->max_params_bytes,
-                          &s->max_params_count, NULL, &s->errors, &s->parse, &s->header_block,
-                          &s->reference_head, &s->make_input, &s->handoff, &s->note,
-                          &s->file_wrapper, &s->client_gone};
-    for (int i = 0; i < 16; i++) {
-        if (slots[i] != NULL) {
-            Py_XSETREF(*slots[i], Py_NewRef(o[i]));
+    PyObject **fields[SERVER_ARGS];
+    server_fields(s, fields);
+    for (int i = 0; i < SERVER_ARGS; i++) {
+        if (fields[i] != NULL) {
+            Py_XSETREF(*fields[i], Py_NewRef(o[i]));
         }
     }
     return 0;
@@ -401,22 +414,13 @@ server_init(PyObject *self, PyObject *args, PyObject *kwargs)
 static void
 server_dealloc(PyObject *self)
 {
-    Server *s = (Server *)self;
-    Py_CLEAR(s->app);
-    Py_CLEAR(s->baseline);
-    Py_CLEAR(s->base);
-    Py_CLEAR(s->root_path);
-    Py_CLEAR(s->max_params_bytes);
-    Py_CLEAR(s->max_params_count);
-    Py_CLEAR(s->errors);
-    Py_CLEAR(s->parse);
-    Py_CLEAR(s->header_block);
-    Py_CLEAR(s->reference_head);
-    Py_CLEAR(s->make_input);
-    Py_CLEAR(s->handoff);
-    Py_CLEAR(s->note);
-    Py_CLEAR(s->file_wrapper);
-    Py_CLEAR(s->client_gone);
+    PyObject **fields[SERVER_ARGS];
+    server_fields((Server *)self, fields);
+    for (int i = 0; i < SERVER_ARGS; i++) {
+        if (fields[i] != NULL) {
+            Py_CLEAR(*fields[i]);
+        }
+    }
     Py_TYPE(self)->tp_free(self);
 }
 
