@@ -1,12 +1,18 @@
-"""FastCGI request bytes for the C fast-path tests (tests/wsgi/test_fastpath.py and
-tests/asgi/test_asgi_fastpath.py): one whole request, its streams cut in records at chosen
-points, the ways to make bytes that are not one whole simple request, and what the codec
-(the reference) makes of bytes."""
+"""FastCGI request bytes for the C fast-path tests (tests/wsgi/test_fastpath.py,
+tests/wsgi/test_serve.py and tests/asgi/test_asgi_fastpath.py): one whole request, its
+streams cut in records at chosen points, the ways to make bytes that are not one whole
+simple request, and what the codec (the reference) makes of bytes; and a sync worker
+listening on a unix socket, for tests that drive its accept path."""
 
 from __future__ import annotations
 
+import contextvars
 import itertools
+import select
+import socket
+from typing import Any
 
+from gateway.config import Config
 from gateway.protocol import (
     FastCGIConnection,
     RemoteProtocolError,
@@ -15,6 +21,7 @@ from gateway.protocol import (
     StdinReceived,
 )
 from gateway.protocol.records import encode_begin_request, encode_pairs, pack_header
+from gateway.workers.sync_worker import SyncWorker
 
 
 def record(rtype: int, rid: int, content: bytes = b"", padding: int = 0) -> bytes:
@@ -67,3 +74,18 @@ def codec_whole(codec: FastCGIConnection, data: bytes) -> tuple[RequestReceived,
     if type(events[-1]) is not StdinEnded or any(type(e) is not StdinReceived for e in events[1:-1]):
         return None
     return events[0], b"".join(e.data for e in events[1:-1])
+
+
+def listening_sync_worker(path: str, app: Any, config: Config) -> tuple[SyncWorker, socket.socket]:
+    """A SyncWorker on a new unix listener at ``path``, set up as ``SyncWorker.run`` sets it
+    up before its loop (baseline context, epoll), for tests that drive ``_accept`` and
+    ``_readable`` themselves. The caller closes the worker's epoll and the listener."""
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(8)
+    listener.setblocking(False)
+    worker = SyncWorker(config, app, [listener])
+    worker._baseline = contextvars.copy_context()
+    worker._families[listener.fileno()] = int(listener.family)
+    worker._ep = select.epoll()
+    return worker, listener

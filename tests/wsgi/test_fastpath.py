@@ -24,7 +24,7 @@ from gateway.response import InvalidResponse, wsgi_header_block
 from gateway.wsgi import fastpath
 from gateway.wsgi.environ import build_environ
 from tests.capture import captured_requests
-from tests.fastpath_frames import NOT_ONE_WHOLE_REQUEST, codec_whole, request_bytes
+from tests.fastpath_frames import NOT_ONE_WHOLE_REQUEST, codec_whole, listening_sync_worker, request_bytes
 
 C_SOURCE = Path(fastpath.__file__).with_name("_fastpath.c")
 BASE = {"wsgi.version": (1, 0), "wsgi.multithread": False, "wsgi.run_once": False}
@@ -265,22 +265,12 @@ def serve_once(tmp_path, data: bytes, use_fast: bool, keep_second: bytes = b"") 
     """One connection through a real SyncWorker's accept path, and ``keep_second`` sent on
     it afterwards: (bytes back up to request 3's END_REQUEST, whether the fast path
     answered every request)."""
-    import contextvars
-    import select
     import socket
 
     from gateway.config import Config
-    from gateway.workers.sync_worker import SyncWorker
 
     path = str(tmp_path / f"w{int(use_fast)}.sock")
-    listener = socket.socket(socket.AF_UNIX)
-    listener.bind(path)
-    listener.listen(8)
-    listener.setblocking(False)
-    worker = SyncWorker(Config(app="x:y"), hello_app, [listener])
-    worker._baseline = contextvars.copy_context()
-    worker._families[listener.fileno()] = int(listener.family)
-    worker._ep = select.epoll()
+    worker, listener = listening_sync_worker(path, hello_app, Config(app="x:y"))
     calls = []
     if use_fast:
         real = worker._whole

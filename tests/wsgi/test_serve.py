@@ -15,7 +15,6 @@ import contextlib
 import contextvars
 import logging
 import os
-import select
 import socket
 import threading
 from pathlib import Path
@@ -27,7 +26,7 @@ from gateway.config import Config
 from gateway.workers import fastserve
 from gateway.workers.sync_worker import SyncWorker
 from tests.capture import captured_requests
-from tests.fastpath_frames import request_bytes
+from tests.fastpath_frames import listening_sync_worker, request_bytes
 
 END = b"\x01\x03"  # an END_REQUEST record's first bytes (request id 1 follows)
 
@@ -50,14 +49,7 @@ def serve(
     """``data`` sent on one connection to a real SyncWorker: (the bytes it answered until it
     closed the connection or ended the request, what the C path returned for it, the log)."""
     path = str(tmp_path / f"w{int(use_c)}.sock")
-    listener = socket.socket(socket.AF_UNIX)
-    listener.bind(path)
-    listener.listen(8)
-    listener.setblocking(False)
-    worker = SyncWorker(Config(app="x:y", **config), app, [listener])
-    worker._baseline = contextvars.copy_context()
-    worker._families[listener.fileno()] = int(listener.family)
-    worker._ep = select.epoll()
+    worker, listener = listening_sync_worker(path, app, Config(app="x:y", **config))
     returned: list[Any] = []
     if use_c:
         server = fastserve.make_server(worker)
