@@ -142,7 +142,8 @@ def test_pid_file_holds_the_master_pid_and_is_removed(gateway_factory, tmp_path)
     pid_file.parent.mkdir()
     gw = gateway_factory("proc_apps:app", "-w", "2", "--pid", str(pid_file))
     assert pid_file.read_text().strip() == str(gw.pid)
-    assert os.getpid() != gw.pid and children(gw.pid)
+    # The master listens (which the factory waits for) before it forks its workers.
+    assert os.getpid() != gw.pid and wait_until(lambda: children(gw.pid), timeout=5)
     gw.send_signal(signal.SIGTERM)
     assert gw.wait(timeout=10) == 0
     assert not pid_file.exists()
