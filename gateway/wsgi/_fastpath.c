@@ -29,8 +29,10 @@
 #include "../protocol/_whole_request.h"
 #include "_environ_fixups.h"
 
-/* The params into ``env``: 1 done, 0 not simple (malformed, too many, a repeated name or
- * one the base already has), -1 error. */
+/* The params into ``env``: 1 done, 0 not simple (malformed, too many, a repeated HTTP_
+ * name: build_environ joins those), -1 error. Any other repeated name (nginx configs often
+ * set SCRIPT_NAME or PATH_INFO again after ``include fastcgi_params``), or one the base
+ * already has, takes the last value in the first one's place, as build_environ does. */
 static int
 fill_params(PyObject *env, const unsigned char *p, Py_ssize_t end, Py_ssize_t max_count)
 {
@@ -49,7 +51,7 @@ fill_params(PyObject *env, const unsigned char *p, Py_ssize_t end, Py_ssize_t ma
             return -1;
         }
         int seen = PyDict_Contains(env, name);
-        if (seen != 0) {
+        if (seen < 0 || (seen && n >= 5 && memcmp(p + pos, "HTTP_", 5) == 0)) {
             Py_DECREF(name);
             return seen < 0 ? -1 : 0;
         }
