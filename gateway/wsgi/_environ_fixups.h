@@ -70,6 +70,44 @@ ascii_digits(PyObject *s)
     return n > 0;
 }
 
+static int
+hex_digit(Py_UCS1 ch)
+{
+    if (ch >= '0' && ch <= '9') {
+        return ch - '0';
+    }
+    ch |= 0x20;
+    return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+/* environ.wsgi_path: urllib.parse.unquote_to_bytes over the bytes of ``s`` (a latin-1 str),
+ * as a latin-1 str (WSGI's "bytes as str"): each %XX with two hex digits becomes its byte,
+ * any other % stays as it is. */
+static PyObject *
+percent_decoded(PyObject *s)
+{
+    const Py_UCS1 *c = PyUnicode_1BYTE_DATA(s);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s), j = 0;
+    char *buf = PyMem_Malloc(n ? n : 1);
+    if (buf == NULL) {
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int hi, lo;
+        if (c[i] == '%' && i + 2 < n && (hi = hex_digit(c[i + 1])) >= 0 &&
+            (lo = hex_digit(c[i + 2])) >= 0) {
+            buf[j++] = (char)(hi << 4 | lo);
+            i += 2;
+        }
+        else {
+            buf[j++] = (char)c[i];
+        }
+    }
+    PyObject *out = PyUnicode_DecodeLatin1(buf, j, NULL);
+    PyMem_Free(buf);
+    return out;
+}
+
 /* SCRIPT_NAME/PATH_INFO/QUERY_STRING: 1 done, 0 not simple, -1 error. */
 static int
 fix_paths(PyObject *env, PyObject *root)
@@ -115,9 +153,12 @@ fix_paths(PyObject *env, PyObject *root)
         if (q == -2) {
             return -1;
         }
-        Py_ssize_t stop = q < 0 ? n : q;
-        if (PyUnicode_FindChar(uri, '%', 0, stop, 1) != -1) {
-            return 0; /* percent-decoding: build_environ's wsgi_path */
+        Py_ssize_t pct = PyUnicode_FindChar(uri, '%', 0, q < 0 ? n : q, 1);
+        if (pct == -2) {
+            return -1;
+        }
+        if (pct >= 0 && PyUnicode_KIND(uri) != PyUnicode_1BYTE_KIND) {
+            return 0; /* not from latin-1 bytes: wsgi_path's encode would fail */
         }
         int has_query = PyDict_Contains(env, K_QUERY_STRING);
         if (has_query < 0) {
@@ -145,6 +186,14 @@ fix_paths(PyObject *env, PyObject *root)
                     return -1;
                 }
             }
+        }
+        if (pct >= 0) {
+            PyObject *decoded = percent_decoded(full);
+            Py_DECREF(full);
+            if (decoded == NULL) {
+                return -1;
+            }
+            full = decoded;
         }
     }
     else {

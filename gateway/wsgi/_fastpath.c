@@ -17,8 +17,8 @@
  *   ``data`` must be exactly one RESPONDER request: BEGIN_REQUEST, PARAMS records, the
  *   empty PARAMS, STDIN records and the empty STDIN, all for one request id, nothing else.
  *   The environ is ``base`` (copied) plus the params as latin-1 str, with build_environ's
- *   fix-ups; None when it would need the rare ones (a percent-encoded path, a repeated
- *   header).
+ *   fix-ups (percent-decoding the path from REQUEST_URI included); None when it would need
+ *   the rare one: a repeated header, which build_environ joins.
  * header_block(status, headers) -> (block: bytes, content_length: int | None, code: int) | None
  *
  * Recognising the whole request is shared with the async worker's fast path
