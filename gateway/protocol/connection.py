@@ -443,11 +443,14 @@ class FastCGIConnection:
         if not req.keep_conn:
             self.should_close = True
             return tail
-        if self.max_requests is not None and self._begun >= self.max_requests:
+        if (self.max_requests is not None and self._begun >= self.max_requests) or (
+            self.keepalive_veto is not None and self.keepalive_veto()
+        ):
             self.should_close = True
-        if self.keepalive_veto is not None and self.keepalive_veto():
-            self.should_close = True
-            return tail + pack_header(FCGI_VERSION_1, _STDERR, rid, 0, 0)
+            if not self._active:
+                # Closing right after: bytes after END_REQUEST in the same read make nginx
+                # drop the connection instead of caching it and maybe reusing it as it closes.
+                return tail + pack_header(FCGI_VERSION_1, _STDERR, rid, 0, 0)
         return tail
 
     def _drop_queued(self, rid: int) -> None:

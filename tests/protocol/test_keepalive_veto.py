@@ -2,7 +2,9 @@
 
 When the veto says yes, END_REQUEST is followed by an empty STDERR record: bytes after
 END_REQUEST in the same read make nginx drop the connection instead of caching it (so a
-recycling worker can close it without losing a POST), and should_close is set."""
+recycling worker can close it without losing a POST), and should_close is set. The same
+for the request that reaches the per-connection limit (``max_requests``); with requests
+still active on the connection, only the last one's ending carries it."""
 
 from __future__ import annotations
 
@@ -12,13 +14,13 @@ from gateway.protocol.records import encode_begin_request, encode_pairs, encode_
 EMPTY_STDERR = bytes([1, 7, 0, 1, 0, 0, 0, 0])
 
 
-def _request(keep_conn: bool) -> bytes:
+def _request(keep_conn: bool, rid: int = 1) -> bytes:
     params = encode_pairs([(b"REQUEST_METHOD", b"GET")])
     return (
-        encode_begin_request(1, keep_conn=keep_conn)
-        + encode_record(4, 1, params)
-        + encode_record(4, 1)
-        + encode_record(5, 1)
+        encode_begin_request(rid, keep_conn=keep_conn)
+        + encode_record(4, rid, params)
+        + encode_record(4, rid)
+        + encode_record(5, rid)
     )
 
 
@@ -59,3 +61,25 @@ def test_veto_is_not_asked_without_keep_conn():
     assert asked == []
     assert _records(out)[-1][0] == 3  # END_REQUEST last
     assert conn.should_close
+
+
+def test_the_per_connection_request_limit_ends_the_same_way():
+    conn = FastCGIConnection(max_requests=2)
+    conn.feed(_request(keep_conn=True))
+    assert not conn.send_response(1, b"Status: 200 OK\r\n\r\nok").endswith(EMPTY_STDERR)
+    assert not conn.should_close
+    conn.feed(_request(keep_conn=True))
+    out = conn.send_response(1, b"Status: 200 OK\r\n\r\nok")
+    assert [r[0] for r in _records(out)] == [6, 6, 3, 7]
+    assert conn.should_close
+
+
+def test_with_requests_still_active_only_the_last_ending_gets_the_stderr_record():
+    conn = FastCGIConnection(multiplex=True)
+    conn.keepalive_veto = lambda: True
+    conn.feed(_request(keep_conn=True) + _request(keep_conn=True, rid=2))
+    assert conn.active_requests == 2
+    first = conn.send_response(1, b"Status: 200 OK\r\n\r\nok")
+    assert _records(first)[-1][0] == 3 and conn.should_close  # request 2 still runs
+    last = conn.send_response(2, b"Status: 200 OK\r\n\r\nok")
+    assert [r[:2] for r in _records(last)][-2:] == [(3, 2), (7, 2)]
