@@ -2,14 +2,20 @@
 tests/wsgi/test_serve.py and tests/asgi/test_asgi_fastpath.py): one whole request, its
 streams cut in records at chosen points, the ways to make bytes that are not one whole
 simple request, and what the codec (the reference) makes of bytes; and a sync worker
-listening on a unix socket, for tests that drive its accept path."""
+listening on a unix socket, for tests that drive its accept path (``worker_rig``: with a
+client socket, the C serve path when asked, and the log lines)."""
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import itertools
+import logging
+import os
 import select
 import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config import Config
@@ -21,6 +27,7 @@ from gateway.protocol import (
     StdinReceived,
 )
 from gateway.protocol.records import encode_begin_request, encode_pairs, pack_header
+from gateway.workers.fastserve import make_server
 from gateway.workers.sync_worker import SyncWorker
 
 
@@ -89,3 +96,73 @@ def listening_sync_worker(path: str, app: Any, config: Config) -> tuple[SyncWork
     worker._families[listener.fileno()] = int(listener.family)
     worker._ep = select.epoll()
     return worker, listener
+
+
+def capture_gateway_log(records: list[tuple[int, str]]) -> Callable[[], None]:
+    """Append (level, message) of each record of the gateway's loggers, INFO and up, to
+    ``records`` from now on; the function returned stops it."""
+    handler = logging.Handler()
+    handler.emit = lambda r: records.append((r.levelno, r.getMessage()))  # type: ignore[method-assign]
+    gateway_logger = logging.getLogger("gateway")
+    level = gateway_logger.level
+    gateway_logger.addHandler(handler)
+    gateway_logger.setLevel(logging.INFO)
+
+    def stop() -> None:
+        gateway_logger.removeHandler(handler)
+        gateway_logger.setLevel(level)
+
+    return stop
+
+
+def use_c_serve_path(worker: SyncWorker, returned: list[Any]) -> None:
+    """Give ``worker`` the C serve path (its configuration must allow it), appending to
+    ``returned`` what each call gives: ``serve``'s None, True or "tuple", and
+    ``serve_request``'s None or ok."""
+    server = make_server(worker)
+    assert server is not None
+
+    def serve(sock: Any, data: bytes) -> Any:
+        out = server.serve(sock, data)
+        returned.append(out if out is None or out is True else "tuple")
+        return out
+
+    def serve_request(*args: Any) -> Any:
+        out = server.serve_request(*args)
+        returned.append(out)
+        return out
+
+    worker._fast_serve, worker._fast_kept = serve, serve_request
+
+
+@dataclass
+class Rig:
+    """A listening sync worker, a client socket for it (not yet connected), what its C
+    serve path returned and the gateway's log lines."""
+
+    worker: SyncWorker
+    listener: socket.socket
+    client: socket.socket
+    returned: list[Any] = field(default_factory=list)
+    log: list[tuple[int, str]] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def worker_rig(path: str, app: Any, use_c: bool, **config: Any) -> Iterator[Rig]:
+    """``listening_sync_worker`` at ``path`` (with the C serve path when ``use_c``), its log
+    captured; everything closed and the socket file removed afterwards."""
+    worker, listener = listening_sync_worker(path, app, Config(app="x:y", **config))
+    rig = Rig(worker, listener, socket.socket(socket.AF_UNIX))
+    if use_c:
+        use_c_serve_path(worker, rig.returned)
+    stop_capture = capture_gateway_log(rig.log)
+    try:
+        yield rig
+    finally:
+        stop_capture()
+        rig.client.close()
+        os.unlink(path)
+        for conn in list(worker._conns.values()):
+            worker._close(conn)
+        worker._ep.close()
+        listener.close()

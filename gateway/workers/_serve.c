@@ -1,5 +1,6 @@
 /* Optional C speedup for the sync worker: serve, start to finish, a request that came whole
- * in the first read of a new connection without FCGI_KEEP_CONN (nginx's default).
+ * in one read: the first of a new connection without FCGI_KEEP_CONN (nginx's default), or
+ * one on a kept-alive connection (``fastcgi_keep_conn on``), whose codec ends it.
  *
  * Why C here: with the request parse and the environ already in C (gateway/wsgi/_fastpath.c),
  * the worker's own Python for such a request (the codec's state, the responder,
@@ -17,13 +18,19 @@
  * Server.serve(sock, data) ->
  *     None          ``data`` is not one whole request: the codec path takes it;
  *     a tuple       ``parse``'s (request_id, keep_conn, environ, body) for a whole request
- *                   the Python path must serve (FCGI_KEEP_CONN, a body over the limit);
+ *                   the worker serves otherwise (FCGI_KEEP_CONN, a body over the limit);
  *     True          served and answered; the caller closes the connection.
+ * Server.serve_request(sock, request_id, environ, body, codec) -> None | ok
+ *     a whole request on a kept-alive connection whose ``codec`` adopted it: None when the
+ *     body is over the limit (the Python path answers), else served; ``codec.end_request``
+ *     gives its ending (and whether the connection stays open), and ok is False when the
+ *     connection is no longer usable.
  *
  * ``start_response`` and ``write()`` are done here; a header block the C ``header_block``
  * does not take goes to ``reference_head`` (which raises the errors). The Python responder,
  * made by ``handoff`` with the state so far (the header block, the declared length, what was
- * sent, whether the request ended), goes on with ``run(None, result, error)`` from the
+ * sent, whether the request ended, the kept connection's codec), goes on with
+ * ``run(None, result, error)`` from the
  * point where this module stops: every exception (from the app, its iterator, or a failed send, raised as ``client_gone``),
  * a ``wsgi.file_wrapper`` result (sendfile), a list holding other than bytes; it then closes
  * the result. ``note(what, environ, exc)`` logs the two events that end nothing: a close()
@@ -59,11 +66,12 @@ resume(Call *c, PyObject *result)
     PyObject *error = PyErr_Occurred() ? take_error() : NULL, *py = NULL, *out = NULL;
     PyObject *length = c->length < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(c->length);
     if (length != NULL) {
-        py = PyObject_CallFunction(c->server->handoff, "OiOOOiOOLO", c->sock, c->rid,
+        py = PyObject_CallFunction(c->server->handoff, "OiOOOiOOLOO", c->sock, c->rid,
                                    c->environ, c->head ? c->head : Py_None, length, c->code,
                                    c->status ? c->status : Py_None,
                                    c->headers_sent ? Py_True : Py_False, c->body_bytes,
-                                   c->ended ? Py_True : Py_False);
+                                   c->ended ? Py_True : Py_False,
+                                   c->codec ? c->codec : Py_None);
         Py_DECREF(length);
     }
     if (py != NULL) {
@@ -139,15 +147,7 @@ respond_sequence(Call *c, PyObject *result)
         parts[k++] = items[i];
         c->body_bytes += PyBytes_GET_SIZE(items[i]);
     }
-    c->headers_sent = c->ended = 1;
-    /* held while the GIL is released: another thread of the app could change the list */
-    for (Py_ssize_t i = 0; i < k; i++) {
-        Py_INCREF(parts[i]);
-    }
-    int rc = send_stdout(c->fd, c->sock, c->rid, c->server->client_gone, parts, k, 1);
-    for (Py_ssize_t i = 0; i < k; i++) {
-        Py_DECREF(parts[i]);
-    }
+    int rc = send_parts(c, parts, k, 1);
     if (parts != small) {
         PyMem_Free(parts);
     }
@@ -242,20 +242,18 @@ respond(Call *c)
 
 /* -- Server ----------------------------------------------------------------------------- */
 
-/* Whether a whole request (``got``) is one for this module; -1 error. */
+/* Whether a whole request's body fits the limit (else the Python path answers 413); -1
+ * error. */
 static int
-ours(Server *s, PyObject *got)
+fits(Server *s, PyObject *environ, PyObject *body)
 {
-    if (PyTuple_GET_ITEM(got, 1) != Py_False) {
-        return 0; /* FCGI_KEEP_CONN: the connection outlives the request */
-    }
     if (s->max_body < 0) {
         return 1;
     }
-    if (PyBytes_GET_SIZE(PyTuple_GET_ITEM(got, 3)) > s->max_body) {
+    if (PyBytes_GET_SIZE(body) > s->max_body) {
         return 0;
     }
-    PyObject *value = PyDict_GetItemWithError(PyTuple_GET_ITEM(got, 2), str_content_length);
+    PyObject *value = PyDict_GetItemWithError(environ, str_content_length);
     if (value == NULL) {
         return PyErr_Occurred() ? -1 : 1;
     }
@@ -277,77 +275,131 @@ ours(Server *s, PyObject *got)
     return v <= s->max_body;
 }
 
-static PyObject *serve(Server *s, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *serve_parsed(Server *s, PyObject *sock, int rid, PyObject *environ,
+                              PyObject *body, PyObject *codec);
 
-/* Server.serve: ``serve``, and an exception escaping it (the app's SystemExit, a failure
- * here) does not leave the connection open: the caller never saw it as one of its own. */
+/* An exception escaping ``serve_parsed`` (the app's SystemExit, a failure here) closes
+ * the connection: the caller never saw it as one of its own. NULL. */
 static PyObject *
-server_serve(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+closing(PyObject *sock)
 {
-    PyObject *out = serve((Server *)self, args, nargs);
-    if (out == NULL && nargs > 0) {
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        PyObject *closed = PyObject_CallMethod(args[0], "close", NULL);
-        Py_XDECREF(closed);
-        PyErr_Clear();
-        PyErr_Restore(type, value, tb);
-    }
-    return out;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *closed = PyObject_CallMethod(sock, "close", NULL);
+    Py_XDECREF(closed);
+    PyErr_Clear();
+    PyErr_Restore(type, value, tb);
+    return NULL;
 }
 
-static PyObject *
-serve(Server *s, PyObject *const *args, Py_ssize_t nargs)
+/* Whether a call of a Server method may go on: __init__ ran, and the arguments are
+ * ``well_formed`` (else TypeError ``usage``, and the socket, when given, closed). */
+static int
+may_serve(Server *s, PyObject *const *args, Py_ssize_t nargs, int well_formed, const char *usage)
 {
     if (s->app == NULL) {
         PyErr_SetString(PyExc_TypeError, "Server.__init__() was not called");
-        return NULL;
+        return 0;
     }
-    if (nargs != 2 || !PyBytes_CheckExact(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "serve(sock, data: bytes)");
+    if (!well_formed) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        if (nargs > 0) {
+            closing(args[0]);
+        }
+        return 0;
+    }
+    return 1;
+}
+
+/* Server.serve(sock, data): parse, and serve a whole request without FCGI_KEEP_CONN. */
+static PyObject *
+server_serve(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Server *s = (Server *)self;
+    if (!may_serve(s, args, nargs, nargs == 2 && PyBytes_CheckExact(args[1]),
+                   "serve(sock, data: bytes)")) {
         return NULL;
     }
     PyObject *pargs[5] = {args[1], s->base, s->root_path, s->max_params_bytes, s->max_params_count};
     PyObject *got = PyObject_Vectorcall(s->parse, pargs, 5, NULL);
-    if (got == NULL || got == Py_None) {
+    if (got == NULL) {
+        return closing(args[0]);
+    }
+    if (got == Py_None) {
         return got;
     }
-    int mine = ours(s, got);
+    PyObject *environ = PyTuple_GET_ITEM(got, 2), *body = PyTuple_GET_ITEM(got, 3);
+    /* FCGI_KEEP_CONN: the connection outlives the request, the worker serves it (its
+     * codec, through serve_request) */
+    int mine = PyTuple_GET_ITEM(got, 1) == Py_False ? fits(s, environ, body) : 0;
     if (mine <= 0) {
         if (mine < 0) {
-            Py_CLEAR(got);
+            Py_DECREF(got);
+            return closing(args[0]);
         }
         return got;
     }
-    PyObject *environ = PyTuple_GET_ITEM(got, 2);
-    int fd = PyObject_AsFileDescriptor(args[0]);
-    if (fd < 0) {
-        Py_DECREF(got);
+    int rid = (int)PyLong_AsLong(PyTuple_GET_ITEM(got, 0));
+    PyObject *out = serve_parsed(s, args[0], rid, environ, body, NULL);
+    Py_DECREF(got);
+    if (out != NULL && out != Py_True) { /* the Python responder's ok: served either way */
+        Py_SETREF(out, Py_NewRef(Py_True));
+    }
+    return out == NULL ? closing(args[0]) : out;
+}
+
+/* Server.serve_request(sock, request_id, environ, body, codec): a whole request on a
+ * kept-alive connection, which ``codec`` has adopted and ends. */
+static PyObject *
+server_serve_request(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Server *s = (Server *)self;
+    if (!may_serve(s, args, nargs,
+                   nargs == 5 && PyLong_CheckExact(args[1]) && PyDict_CheckExact(args[2]) &&
+                       PyBytes_CheckExact(args[3]),
+                   "serve_request(sock, request_id: int, environ: dict, body: bytes, codec)")) {
         return NULL;
     }
-    PyObject *input = PyObject_CallOneArg(s->make_input, PyTuple_GET_ITEM(got, 3));
+    int mine = fits(s, args[2], args[3]);
+    if (mine <= 0) {
+        return mine < 0 ? closing(args[0]) : Py_NewRef(Py_None);
+    }
+    int rid = (int)PyLong_AsLong(args[1]);
+    PyObject *out = serve_parsed(s, args[0], rid, args[2], args[3], args[4]);
+    return out == NULL ? closing(args[0]) : out;
+}
+
+/* The app's answer to a parsed whole request, written to ``sock``: Py_True, or the Python
+ * responder's ok (Py_True/Py_False) when it took over; NULL with an exception. */
+static PyObject *
+serve_parsed(Server *s, PyObject *sock, int rid, PyObject *environ, PyObject *body,
+             PyObject *codec)
+{
+    int fd = PyObject_AsFileDescriptor(sock);
+    if (fd < 0) {
+        return NULL;
+    }
+    PyObject *input = PyObject_CallOneArg(s->make_input, body);
     if (input == NULL || PyDict_SetItem(environ, str_wsgi_input, input) < 0 ||
         PyDict_SetItem(environ, str_wsgi_errors, s->errors) < 0) {
         Py_XDECREF(input);
-        Py_DECREF(got);
         return NULL;
     }
     Py_DECREF(input);
     Call *c = PyObject_GC_New(Call, &CallType);
     if (c == NULL) {
-        Py_DECREF(got);
         return NULL;
     }
     c->server = (Server *)Py_NewRef((PyObject *)s);
-    c->sock = Py_NewRef(args[0]);
+    c->sock = Py_NewRef(sock);
     c->environ = Py_NewRef(environ);
+    c->codec = Py_XNewRef(codec);
     c->head = c->status = NULL;
     c->length = -1;
     c->body_bytes = 0;
     c->code = c->headers_sent = c->ended = 0;
     c->fd = fd;
-    c->rid = (int)PyLong_AsLong(PyTuple_GET_ITEM(got, 0));
-    Py_DECREF(got);
+    c->rid = rid;
     PyObject_GC_Track(c);
     PyObject *out = NULL;
     PyObject *ctx = PyContext_Copy(s->baseline);
@@ -358,11 +410,8 @@ serve(Server *s, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     Py_XDECREF(ctx);
-    c->fd = -1; /* the caller closes it: a start_response the app kept can no longer write */
+    c->fd = -1; /* a start_response the app kept can no longer write */
     Py_DECREF(c);
-    if (out != NULL && out != Py_True) { /* the Python responder's ok: served either way */
-        Py_SETREF(out, Py_NewRef(Py_True));
-    }
     return out;
 }
 
@@ -427,6 +476,8 @@ server_dealloc(PyObject *self)
 static PyMethodDef server_methods[] = {
     {"serve", (PyCFunction)(void (*)(void))server_serve, METH_FASTCALL,
      "serve(sock, data) -> None | (request_id, keep_conn, environ, body) | True"},
+    {"serve_request", (PyCFunction)(void (*)(void))server_serve_request, METH_FASTCALL,
+     "serve_request(sock, request_id, environ, body, codec) -> None | ok"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -455,7 +506,7 @@ PyInit__serve(void)
         {&str_write, "write"}, {&str_run, "run"},
         {&str_close, "close"}, {&str_close_note, "close"}, {&str_beyond_note, "beyond"},
         {&str_wsgi_input, "wsgi.input"}, {&str_wsgi_errors, "wsgi.errors"},
-        {&str_content_length, "CONTENT_LENGTH"},
+        {&str_content_length, "CONTENT_LENGTH"}, {&str_end_request, "end_request"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         *names[i].slot = PyUnicode_InternFromString(names[i].text);

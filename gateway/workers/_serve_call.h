@@ -21,6 +21,7 @@ typedef struct {
     PyObject_HEAD
     Server *server;
     PyObject *sock, *environ;
+    PyObject *codec;  /* a kept-alive connection's codec, which ends the request; or NULL */
     PyObject *head;   /* the header block (bytes), once start_response was called */
     PyObject *status; /* its status (str) */
     long long length; /* the declared Content-Length, -1: none */
@@ -28,8 +29,43 @@ typedef struct {
     int code, headers_sent, ended, fd, rid;
 } Call;
 
-static PyObject *str_write, *str_run, *str_close, *str_close_note,
-    *str_beyond_note, *str_wsgi_input, *str_wsgi_errors, *str_content_length;
+static PyObject *str_write, *str_run, *str_close, *str_close_note, *str_beyond_note,
+    *str_wsgi_input, *str_wsgi_errors, *str_content_length, *str_end_request;
+
+/* ``parts`` (bytes, the header block first if not yet sent) as the request's STDOUT, and
+ * its ending if ``end``: on a kept-alive connection the codec's ``end_request`` (which
+ * also decides whether the connection stays open, and marks it), else the usual one.
+ * -1 with an exception set. */
+static int
+send_parts(Call *c, PyObject *const *parts, Py_ssize_t n, int end)
+{
+    PyObject *ending = NULL;
+    if (end && c->codec != NULL) {
+        PyObject *rid = PyLong_FromLong(c->rid);
+        ending = rid == NULL ? NULL : PyObject_CallMethodOneArg(c->codec, str_end_request, rid);
+        Py_XDECREF(rid);
+        if (ending == NULL) {
+            return -1;
+        }
+        if (!PyBytes_CheckExact(ending)) {
+            Py_DECREF(ending);
+            PyErr_SetString(PyExc_TypeError, "end_request() did not return bytes");
+            return -1;
+        }
+    }
+    c->headers_sent = 1;
+    c->ended = end;
+    /* held while the GIL is released: another thread of the app could change them */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_INCREF(parts[i]);
+    }
+    int rc = send_stdout(c->fd, c->sock, c->rid, c->server->client_gone, parts, n, end, ending);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_DECREF(parts[i]);
+    }
+    Py_XDECREF(ending);
+    return rc;
+}
 
 /* ``chunk`` (bytes, may be NULL) after the header block if not yet sent; ends the request
  * if ``end``. Counts the body bytes. -1 with an exception set. */
@@ -45,17 +81,7 @@ emit(Call *c, PyObject *chunk, int end)
         parts[n++] = chunk;
         c->body_bytes += PyBytes_GET_SIZE(chunk);
     }
-    c->headers_sent = 1;
-    c->ended = end;
-    /* held while the GIL is released: another thread of the app could replace c->head */
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_INCREF(parts[i]);
-    }
-    int rc = send_stdout(c->fd, c->sock, c->rid, c->server->client_gone, parts, n, end);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_DECREF(parts[i]);
-    }
-    return rc;
+    return send_parts(c, parts, n, end);
 }
 
 /* -- start_response and write ---------------------------------------------------------- */
@@ -147,6 +173,7 @@ call_traverse(PyObject *self, visitproc visit, void *arg)
     Call *c = (Call *)self;
     Py_VISIT(c->sock);
     Py_VISIT(c->environ);
+    Py_VISIT(c->codec);
     Py_VISIT(c->head);
     Py_VISIT(c->status);
     return 0;
@@ -158,6 +185,7 @@ call_clear(PyObject *self)
     Call *c = (Call *)self;
     Py_CLEAR(c->sock);
     Py_CLEAR(c->environ);
+    Py_CLEAR(c->codec);
     Py_CLEAR(c->head);
     Py_CLEAR(c->status);
     return 0;

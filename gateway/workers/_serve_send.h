@@ -121,11 +121,11 @@ write_all(int fd, PyObject *sock, PyObject *client_gone, struct iovec *iov, Py_s
 
 /* The concatenation of ``parts`` (bytes objects) as STDOUT records of up to 65535 bytes
  * spanning the parts (as the codec's encode_stream/stream_parts frame it), then, if
- * ``end``, the empty STDOUT and END_REQUEST(0, REQUEST_COMPLETE); in one vectored write.
- * -1 with an exception set. */
+ * ``end``, the request's ending: ``ending`` (bytes) when given, else the empty STDOUT and
+ * END_REQUEST(0, REQUEST_COMPLETE); in one vectored write. -1 with an exception set. */
 static int
 send_stdout(int fd, PyObject *sock, int rid, PyObject *client_gone, PyObject *const *parts,
-            Py_ssize_t nparts, int end)
+            Py_ssize_t nparts, int end, PyObject *ending)
 {
     Py_ssize_t total = 0;
     for (Py_ssize_t i = 0; i < nparts; i++) {
@@ -173,7 +173,10 @@ send_stdout(int fd, PyObject *sock, int rid, PyObject *client_gone, PyObject *co
             n -= take;
         }
     }
-    if (end) {
+    if (end && ending != NULL) {
+        iov[k].iov_base = PyBytes_AS_STRING(ending);
+        iov[k++].iov_len = (size_t)PyBytes_GET_SIZE(ending);
+    } else if (end) {
         record_header(tail, 6, rid, 0);
         record_header(tail + 8, 3, rid, 8);
         memset(tail + 16, 0, 8); /* appStatus 0, REQUEST_COMPLETE, reserved */

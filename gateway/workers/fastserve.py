@@ -2,12 +2,14 @@
 and the Python it calls back.
 
 The C path serves a request that arrived whole in the first read of a new connection
-without FCGI_KEEP_CONN (nginx's default): it calls the app, implements ``start_response``
-and ``write()``, and writes the response's records, with no per-request Python of the
-worker's own. It applies only when a request needs nothing else from the worker: no status
-pages, scoreboard, access log, isolation layer, watchdog (request timeouts),
-``--forward-stderr``, ``--debug`` (its 500 pages show the reference's tracebacks) or
-request threads; the Python path (``SyncWorker._serve`` and
+without FCGI_KEEP_CONN (nginx's default), and one that arrived whole on a kept-alive
+connection (``Server.serve_request``: the connection's codec adopts it before and ends it;
+a few lines of the worker's Python count it after): it calls the app, implements
+``start_response`` and ``write()``, and writes the response's records, with no other
+per-request Python of the worker's own. It applies only when a request needs nothing else
+from the worker: no status pages, scoreboard, access log, isolation layer, watchdog
+(request timeouts), ``--forward-stderr``, ``--debug`` (its 500 pages show the reference's
+tracebacks) or request threads; the Python path (``SyncWorker._serve`` and
 ``gateway.wsgi.handler.WSGIResponder``) stays the reference and takes everything else,
 including, mid-request, every error (see ``handoff``).
 """
@@ -65,10 +67,13 @@ def make_server(worker: SyncWorker) -> Any | None:
         headers_sent: bool,
         body_bytes: int,
         ended: bool,
+        codec: FastCGIConnection | None,
     ) -> WSGIResponder:
-        """A Python responder in the C path's state, to go on with the request."""
-        codec = FastCGIConnection(**options)
-        codec.adopt(rid, False)
+        """A Python responder in the C path's state, to go on with the request (on a kept
+        connection: with its codec, which adopted the request)."""
+        if codec is None:
+            codec = FastCGIConnection(**options)
+            codec.adopt(rid, False)
         responder = WSGIResponder(codec, rid, sock, environ, False)  # --debug: never here
         responder.head, responder.length, responder.code = head, length, code
         responder.status, responder.headers_sent, responder.body_bytes = status, headers_sent, body_bytes

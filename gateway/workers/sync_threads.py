@@ -18,7 +18,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .sync_worker import SyncWorker, _Conn
+from .sync_conn import Conn
+from .sync_worker import SyncWorker
 
 
 class ThreadedSyncWorker(SyncWorker):
@@ -33,13 +34,13 @@ class ThreadedSyncWorker(SyncWorker):
         finally:
             self._pool.shutdown(wait=True)
 
-    def _process(self, conn: _Conn, data: bytes) -> None:
+    def _process(self, conn: Conn, data: bytes) -> None:
         self._hand_over(conn, SyncWorker._process, data)
 
-    def _serve_whole(self, conn: _Conn, *request: Any) -> None:
+    def _serve_whole(self, conn: Conn, *request: Any) -> None:
         self._hand_over(conn, SyncWorker._serve_whole, *request)
 
-    def _hand_over(self, conn: _Conn, serve: Callable[..., None], *args: Any) -> None:
+    def _hand_over(self, conn: Conn, serve: Callable[..., None], *args: Any) -> None:
         # Main thread: wait for a free thread (checking for signals), then hand over.
         while not self._slots.acquire(timeout=0.2):
             if self.signal_received is not None and self.stopping:
@@ -54,7 +55,7 @@ class ThreadedSyncWorker(SyncWorker):
                 pass
         self._pool.submit(self._work, conn, serve, args)
 
-    def _work(self, conn: _Conn, serve: Callable[..., None], args: tuple[Any, ...]) -> None:
+    def _work(self, conn: Conn, serve: Callable[..., None], args: tuple[Any, ...]) -> None:
         try:
             serve(self, conn, *args)
         finally:

@@ -56,6 +56,7 @@ from ..wsgi.handler import WSGIResponder
 from ..wsgi.streams import ErrorStream, FileWrapper, InputStream
 from .base import WorkerControl, codec_options
 from .fastserve import make_server
+from .sync_conn import Conn
 
 logger = logging.getLogger("gateway.error")
 
@@ -69,35 +70,6 @@ IDLE_CLOSE_S = 0.02
 LINGER_S = 2.0
 EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
 _SOCK_STREAM = int(socket.SOCK_STREAM)
-
-
-class _Conn:
-    __slots__ = (
-        "busy",
-        "codec",
-        "dead",
-        "fd",
-        "idle_since",
-        "input",
-        "poisoned",
-        "registered",
-        "request",
-        "served",
-        "sock",
-    )
-
-    def __init__(self, sock: _socket.socket, codec: FastCGIConnection) -> None:
-        self.poisoned = 0.0
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.codec = codec
-        self.request: RequestReceived | None = None
-        self.input: InputStream | None = None
-        self.dead = False
-        self.registered = False
-        self.idle_since = 0.0
-        self.busy = False
-        self.served = 0
 
 
 class SyncWorker:
@@ -127,7 +99,7 @@ class SyncWorker:
         self.draining = False
         self.signal_received: int | None = None
         self.requests_served = 0
-        self._conns: dict[int, _Conn] = {}
+        self._conns: dict[int, Conn] = {}
         self._listeners: dict[int, socket.socket] = {}
         self._families: dict[int, int] = {}
         # Per-connection and per-request constants, looked up once (hot path).
@@ -143,7 +115,8 @@ class SyncWorker:
             "wsgi.input_terminated": True,
         }
         self._errors = ErrorStream()
-        self._fast_serve: Any = None  # set in run()
+        self._fast_serve: Any = None  # set in run(), with _fast_kept
+        self._fast_kept: Any = None
         # The C fast path for a request that arrives whole in one read on an idle connection
         # (gateway/wsgi/_fastpath.c); None when not built, or when a per-connection request
         # limit of 0 means the codec must refuse every request (a new connection's codec is
@@ -184,7 +157,8 @@ class SyncWorker:
         rfd, wfd = self._install_signals()
         self._baseline = contextvars.copy_context()
         # The C serve path, when this configuration allows it (gateway/workers/fastserve.py).
-        self._fast_serve = server.serve if (server := make_server(self)) is not None else None
+        if (server := make_server(self)) is not None:
+            self._fast_serve, self._fast_kept = server.serve, server.serve_request
         ep = select.epoll()
         self._ep = ep
         for sock in self.sockets:
@@ -356,7 +330,7 @@ class SyncWorker:
                     continue
             codec = FastCGIConnection(**self._codec_options)
             codec.keepalive_veto = self._veto
-            conn = _Conn(sock, codec)
+            conn = Conn(sock, codec)
             conn.idle_since = time.monotonic()
             if self.slot is not None:
                 self.slot.accepted()
@@ -370,7 +344,7 @@ class SyncWorker:
             else:
                 self._serve_whole(conn, *got)  # whole, but for the Python path (keep-conn...)
 
-    def _take(self, conn: _Conn, data: bytes, idle: bool) -> None:
+    def _take(self, conn: Conn, data: bytes, idle: bool) -> None:
         """Serve what ``data`` brings: through the C fast path when the codec is ``idle`` and
         the read holds one whole request, else through the codec."""
         whole = self._whole
@@ -381,13 +355,13 @@ class SyncWorker:
                 return
         self._process(conn, data)
 
-    def _wait_for(self, conn: _Conn) -> None:
+    def _wait_for(self, conn: Conn) -> None:
         """Watch ``conn`` in epoll until its next bytes arrive."""
         if not conn.registered:
             conn.registered = True
             self._ep.register(conn.fd, select.EPOLLIN)
 
-    def _readable(self, conn: _Conn) -> None:
+    def _readable(self, conn: Conn) -> None:
         try:
             data = conn.sock.recv(RECV_SIZE)
         except BlockingIOError:
@@ -397,7 +371,7 @@ class SyncWorker:
             return
         self._take(conn, data, bool(data) and conn.codec.idle)  # the next request, kept alive
 
-    def _close(self, conn: _Conn) -> None:
+    def _close(self, conn: Conn) -> None:
         if self._conns.pop(conn.fd, None) is not None:
             if conn.registered:
                 try:
@@ -408,7 +382,7 @@ class SyncWorker:
 
     # -- protocol ----------------------------------------------------------------------
 
-    def _feed(self, conn: _Conn, data: bytes) -> bool:
+    def _feed(self, conn: Conn, data: bytes) -> bool:
         """Feed bytes and dispatch events; False when the connection must be dropped."""
         try:
             events = conn.codec.feed(data)
@@ -454,7 +428,7 @@ class SyncWorker:
                         )
         return True
 
-    def _pull(self, conn: _Conn) -> None:
+    def _pull(self, conn: Conn) -> None:
         """Blocking read of more request body for ``wsgi.input``."""
         try:
             data = conn.sock.recv(RECV_SIZE)
@@ -463,7 +437,7 @@ class SyncWorker:
         if not self._feed(conn, data) and conn.input is not None:
             conn.input.disconnect()
 
-    def _process(self, conn: _Conn, data: bytes) -> None:
+    def _process(self, conn: Conn, data: bytes) -> None:
         if not self._feed(conn, data):
             self._close(conn)
             return
@@ -475,15 +449,23 @@ class SyncWorker:
         self._settle(conn)
 
     def _serve_whole(
-        self, conn: _Conn, rid: int, keep_conn: bool, environ: dict[str, Any], body: bytes
+        self, conn: Conn, rid: int, keep_conn: bool, environ: dict[str, Any], body: bytes
     ) -> None:
         """A request the C fast path took whole from one read of an idle connection."""
         conn.codec.adopt(rid, keep_conn)
-        conn.input = InputStream.whole(body, self.config.max_body_bytes)
-        self._serve(conn, rid, environ)
+        fast = self._fast_kept if keep_conn else None  # else: over the body limit
+        if fast is not None and (ok := fast(conn.sock, rid, environ, body, conn.codec)) is not None:
+            self.requests_served += 1
+            conn.served += 1
+            conn.idle_since = time.monotonic()
+            conn.dead = not ok
+            self._request_done(conn)
+        else:
+            conn.input = InputStream.whole(body, self.config.max_body_bytes)
+            self._serve(conn, rid, environ)
         self._settle(conn)
 
-    def _settle(self, conn: _Conn) -> None:
+    def _settle(self, conn: Conn) -> None:
         """After serving: close the connection, or watch it for the next request."""
         codec = conn.codec
         if conn.dead or (codec.should_close and not codec.active_requests and not codec.awaiting_input):
@@ -491,7 +473,7 @@ class SyncWorker:
         else:
             self._wait_for(conn)
 
-    def _serve(self, conn: _Conn, rid: int, environ: dict[str, Any]) -> None:
+    def _serve(self, conn: Conn, rid: int, environ: dict[str, Any]) -> None:
         stream = conn.input
         config = self.config
         if self.pages is not None:
@@ -571,7 +553,7 @@ class SyncWorker:
             conn.dead = True
         self._request_done(conn)
 
-    def _request_done(self, conn: _Conn | None) -> None:
+    def _request_done(self, conn: Conn | None) -> None:
         """After a request: stop accepting when a limit says so (recycling)."""
         if (self.control.request_done() or self._timed_out) and not self.draining:
             self.draining = True
@@ -579,7 +561,7 @@ class SyncWorker:
         if self.draining or self.control.last_on_connection():
             self._poison_idle(conn)
 
-    def _poison_idle(self, current: _Conn | None) -> None:
+    def _poison_idle(self, current: Conn | None) -> None:
         """Make nginx drop the idle connections it caches to this worker (see _close_idle)."""
         now = time.monotonic()
         for other in list(self._conns.values()):
@@ -590,7 +572,7 @@ class SyncWorker:
                 except OSError:
                     self._close(other)
 
-    def _send_or_drop(self, conn: _Conn, data: bytes) -> None:
+    def _send_or_drop(self, conn: Conn, data: bytes) -> None:
         try:
             conn.sock.sendall(data)
         except OSError:

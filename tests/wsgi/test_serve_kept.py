@@ -1,0 +1,206 @@
+"""The sync worker's C serve path on kept-alive connections (``Server.serve_request``).
+
+With ``fastcgi_keep_conn on`` every request arrives whole on a connection that outlives it;
+the worker's codec adopts it, the C path serves it, and the codec ends it (deciding, with
+the keep-alive veto and the per-connection limit, whether the connection stays open). A
+real SyncWorker on a unix socket gets a sequence of requests on one connection, with the C
+path and without it: the answers must be byte for byte the same, the log lines the same,
+the connection open or closed alike, and the C path must have taken each request its
+contract gives it (``returned``: True, or the Python responder's ok after a hand-off; None
+for a body over the limit, which the Python path answers).
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.capture import captured_requests
+from tests.fastpath_frames import request_bytes, worker_rig
+
+EMPTY_STDERR = bytes([1, 7, 0, 1, 0, 0, 0, 0])
+GET = request_bytes(captured_requests()["/keep/1"], keep=True)
+POST = captured_requests()["/form"]
+
+
+def drain(client: socket.socket) -> bytes:
+    """What the worker wrote (it has returned: all of it is in the buffer)."""
+    out = b""
+    while client.fileno() != -1:  # (a test closed it)
+        try:
+            chunk = client.recv(1 << 20, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def converse(
+    tmp_path: Path, app: Any, requests: list[bytes], use_c: bool, prepare: Any = None, **config: Any
+) -> tuple[list[bytes], list[Any], list[tuple[int, str]], bool]:
+    """Send ``requests`` one after the other on one connection, the worker serving each
+    (``prepare(worker, i, client)`` first, ``client`` once connected): (the answers, what
+    serve_request returned, the log lines and the worker's counters, whether the worker
+    closed the connection)."""
+    path = str(tmp_path / f"k{int(use_c)}.sock")
+    with worker_rig(path, app, use_c, **config) as rig:
+        worker, client = rig.worker, rig.client
+        answers: list[bytes] = []
+        closed = False
+        client.connect(path)
+        for i, data in enumerate(requests):
+            client.sendall(data)
+            if prepare is not None:
+                prepare(worker, i, client)
+            if i == 0:
+                worker._accept(rig.listener)
+            else:
+                assert len(worker._conns) == 1, "the connection was closed before this request"
+                worker._readable(next(iter(worker._conns.values())))
+            answers.append(drain(client))
+            closed = not worker._conns
+        state = [worker.requests_served, worker.draining, worker.control.requests]
+        returned = rig.returned
+        assert returned[:1] in ([], ["tuple"])  # serve() leaves a kept request to serve_request
+        return answers, returned[1:], [*rig.log, (0, repr(state))], closed
+
+
+def same(tmp_path: Path, app: Any, requests: list[bytes], prepare: Any = None, **config: Any) -> Any:
+    c_answers, returned, c_log, c_closed = converse(tmp_path, app, requests, True, prepare, **config)
+    py_answers, _, py_log, py_closed = converse(tmp_path, app, requests, False, prepare, **config)
+    assert c_answers == py_answers
+    assert [(level, msg.split("\n")[0]) for level, msg in c_log] == [
+        (level, msg.split("\n")[0]) for level, msg in py_log
+    ]
+    assert c_closed == py_closed
+    return c_answers, returned, c_closed
+
+
+def app_of(result: Any, headers: list[tuple[str, str]] | None = None) -> Any:
+    def app(environ, start_response):
+        start_response("200 OK", headers if headers is not None else [("Content-Type", "text/plain")])
+        return result() if callable(result) else result
+
+    return app
+
+
+def raising(environ, start_response):
+    if environ["PATH_INFO"].endswith("2"):
+        raise ValueError("boom")
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [environ["PATH_INFO"].encode()]
+
+
+def late_error(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    yield b"first "
+    raise RuntimeError("after output")
+
+
+def writing(environ, start_response):
+    write = start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "9")])
+    write(b"abc")
+    return iter([b"def", b"ghi", b"beyond the length"])
+
+
+def path_request(path: bytes, rid: int = 1) -> bytes:
+    params = [
+        (k, path if k in (b"REQUEST_URI", b"DOCUMENT_URI") else v) for k, v in captured_requests()["/keep/1"]
+    ]
+    return request_bytes(params, rid=rid, keep=True)
+
+
+@pytest.mark.parametrize(
+    "app",
+    [
+        app_of([b"hello ", b"world"]),
+        app_of((b"tuple",)),
+        app_of(lambda: iter([b"a", b"", b"b" * 70_000])),
+        app_of([b"x" * 10], [("Content-Length", "4")]),
+        writing,
+    ],
+    ids=["list", "tuple", "iterator", "length-reached", "write"],
+)
+def test_a_kept_connection_answers_the_same(tmp_path, app):
+    answers, returned, closed = same(tmp_path, app, [GET, GET, path_request(b"/three", rid=7)])
+    assert returned == [True, True, True]
+    assert not closed
+    for answer, rid in zip(answers, (1, 1, 7), strict=True):  # each ends with its END_REQUEST
+        assert answer.endswith(bytes([1, 3, 0, rid, 0, 8, 0, 0]) + bytes(8))
+
+
+def test_hand_offs_go_on_with_the_connections_codec(tmp_path):
+    requests = [path_request(b"/1"), path_request(b"/2"), path_request(b"/3")]
+    answers, returned, closed = same(tmp_path, raising, requests)
+    assert b"Status: 500" in answers[1] and b"/3" in answers[2]  # the connection stays usable
+    assert returned == [True, True, True]
+    assert not closed
+    answers, returned, closed = same(tmp_path, late_error, [GET, GET])
+    assert returned == [True, True]  # the request is ended where the body stopped
+    assert all(b"first " in a for a in answers) and not closed
+
+
+def test_the_veto_and_the_per_connection_limit_end_with_stderr_and_close(tmp_path):
+    def drain_before_second(worker, i, client):
+        worker.draining = i == 1  # as a recycling worker does
+
+    answers, returned, closed = same(tmp_path, app_of([b"ok"]), [GET, GET], drain_before_second)
+    assert returned == [True, True]
+    assert not answers[0].endswith(EMPTY_STDERR) and answers[1].endswith(EMPTY_STDERR)
+    assert closed
+    answers, returned, closed = same(tmp_path, app_of([b"ok"]), [GET, GET], max_requests_per_connection=2)
+    assert returned == [True, True]
+    assert answers[1].endswith(EMPTY_STDERR) and closed
+
+
+def test_bodies_and_the_limit(tmp_path):
+    def echo(environ, start_response):
+        body = environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"got " + body]
+
+    form = request_bytes(POST, b"a=1&b=2", keep=True)
+    answers, returned, _ = same(tmp_path, echo, [form, form])
+    assert returned == [True, True] and all(b"got a=1&b=2" in a for a in answers)
+    big = [(k, b"2000" if k == b"CONTENT_LENGTH" else v) for k, v in POST]
+    answers, returned, closed = same(
+        tmp_path, echo, [request_bytes(big, b"x" * 2000, keep=True), form], max_body_bytes=1000
+    )
+    assert returned == [None, True]  # over the limit: the Python path answers 413
+    assert b"Status: 413" in answers[0] and b"got a=1&b=2" in answers[1]
+    assert not closed
+
+
+def test_a_web_server_gone_drops_the_connection(tmp_path):
+    def hang_up(worker, i, client):
+        if i == 1:
+            client.close()  # the worker's write fails (EPIPE)
+
+    answers, returned, closed = same(tmp_path, app_of([b"x" * 100]), [GET, GET], hang_up)
+    assert b"x" * 100 in answers[0] and answers[1] == b""
+    assert returned == [True, False]  # the Python responder took the failed send over
+    assert closed
+
+
+def test_the_worker_counts_kept_requests_toward_its_limits(tmp_path):
+    def limit(worker, i, client):
+        worker.control.request_limit = 4  # --max-requests: kept connections end in its last tenth
+
+    answers, returned, closed = same(tmp_path, app_of([b"ok"]), [GET, GET, GET], limit)
+    assert returned == [True, True, True]  # same() also compared the worker's counters
+    assert not answers[1].endswith(EMPTY_STDERR) and answers[2].endswith(EMPTY_STDERR)
+    assert closed
+
+
+def test_base_exceptions_propagate(tmp_path):
+    def app(environ, start_response):
+        raise KeyboardInterrupt
+
+    for use_c in (True, False):
+        with pytest.raises(KeyboardInterrupt):
+            converse(tmp_path, app, [GET], use_c)
