@@ -138,6 +138,8 @@ def test_instructions_requests_are_what_nginx_sends() -> None:
     params = dict(events[0].params)
     assert params[b"REQUEST_URI"] == params[b"SCRIPT_NAME"] == b"/x" and params[b"REQUEST_METHOD"] == b"GET"
     assert not events[0].keep_conn
+    kept = FastCGIConnection().feed(harness("instructions").fastcgi_request("/x", keep_conn=True))
+    assert [type(e) for e in kept] == [RequestReceived, StdinEnded] and kept[0].keep_conn
 
 
 WRK_OUTPUT = """\

@@ -53,7 +53,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=int,
         metavar="N",
         help="instead of load runs: count the instructions per request of each row under valgrind, "
-        "over N requests (hello, flask, django; docs/benchmarks.md)",
+        "over N requests (hello, hello-keepconn, flask, django; docs/benchmarks.md)",
     )
     ap.add_argument("--json", metavar="FILE", help="write machine-readable results here")
     ap.add_argument("--markdown", metavar="FILE", help="write the table as Markdown here")

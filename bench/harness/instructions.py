@@ -18,7 +18,9 @@ started) whose total grew. Sources are byte-compiled beforehand, so that the two
 differ only by the requests.
 Requests go as nginx sends them: FastCGI rows get a new connection per request with
 nginx's stock fastcgi_params, in batches of 32 connections at a time (like wrk -c32);
-gunicorn and uvicorn get HTTP/1.0 requests (nginx's proxy_pass default).
+in ``hello-keepconn`` they carry FCGI_KEEP_CONN and go in turn over 32 connections kept
+open (``fastcgi_keep_conn on`` with upstream keepalive; uWSGI closes each, so it gets new
+ones); gunicorn and uvicorn get HTTP/1.0 requests (nginx's proxy_pass default).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from .scenarios import SCENARIO
 
 WARMUP = 50
 BATCH = 32
-SCENARIOS = ("hello", "flask", "django")
+SCENARIOS = ("hello", "hello-keepconn", "flask", "django")
 ROWS = ("project-wsgi", "project-asgi", "uwsgi", "gunicorn", "uvicorn")
 
 
@@ -68,8 +70,9 @@ def _record(rtype: int, content: bytes) -> bytes:
     return bytes([1, rtype, 0, 1]) + len(content).to_bytes(2, "big") + b"\0\0" + content
 
 
-def fastcgi_request(path: str) -> bytes:
-    """What nginx sends with the stock fastcgi_params for ``GET path`` (no keep-conn)."""
+def fastcgi_request(path: str, keep_conn: bool = False) -> bytes:
+    """What nginx sends with the stock fastcgi_params for ``GET path`` (FCGI_KEEP_CONN set
+    with ``keep_conn``, as with ``fastcgi_keep_conn on``)."""
     params = [
         (b"QUERY_STRING", b""), (b"REQUEST_METHOD", b"GET"), (b"CONTENT_TYPE", b""),
         (b"CONTENT_LENGTH", b""), (b"SCRIPT_NAME", path.encode()),
@@ -81,7 +84,7 @@ def fastcgi_request(path: str) -> bytes:
         (b"SERVER_PORT", b"8080"), (b"SERVER_NAME", b""), (b"REDIRECT_STATUS", b"200"),
         (b"HTTP_HOST", b"127.0.0.1:8080"), (b"HTTP_USER_AGENT", b"wrk"), (b"HTTP_ACCEPT", b"*/*"),
     ]  # fmt: skip
-    begin = _record(1, b"\0\1\0\0\0\0\0\0")
+    begin = _record(1, b"\0\1" + (b"\1" if keep_conn else b"\0") + b"\0\0\0\0\0")
     return begin + _record(4, _pairs(params)) + _record(4, b"") + _record(5, b"")
 
 
@@ -109,6 +112,55 @@ def send_requests(sock_path: str, request: bytes, count: int, ok: bytes) -> None
             if ok not in answer[:300]:
                 raise RuntimeError(f"unexpected answer: {answer[:200]!r}")
         done += len(batch)
+
+
+def _answer(s: socket.socket) -> bytes | None:
+    """One response on a kept connection, up to its END_REQUEST; None if the server closed
+    the connection first."""
+    answer = b""
+    pos = 0  # the record being read
+    while True:
+        while len(answer) >= pos + 8:
+            end = pos + 8 + int.from_bytes(answer[pos + 4 : pos + 6], "big") + answer[pos + 6]
+            if len(answer) < end:
+                break
+            if answer[pos + 1] == 3:  # END_REQUEST
+                return answer
+            pos = end
+        chunk = s.recv(65536)
+        if not chunk:
+            return None
+        answer += chunk
+
+
+def send_kept(sock_path: str, request: bytes, count: int, ok: bytes) -> None:
+    """``count`` requests with FCGI_KEEP_CONN, in turn on ``BATCH`` connections kept open,
+    each sent when the one before it on its connection was answered, as nginx's upstream
+    keepalive does; a connection the server closes (uWSGI cannot keep them) is replaced."""
+    conns: list[socket.socket | None] = [None] * BATCH
+    try:
+        for i in range(count):
+            for _attempt in range(2):
+                s = conns[i % BATCH]
+                if s is None:
+                    s = conns[i % BATCH] = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    s.settimeout(300)
+                    s.connect(sock_path)
+                try:
+                    s.sendall(request)
+                    answer = _answer(s)
+                except OSError:
+                    answer = None
+                if answer is not None:
+                    break
+                s.close()  # closed after its last answer: send again on a new connection
+                conns[i % BATCH] = None
+            if answer is None or ok not in answer[:300]:
+                raise RuntimeError(f"unexpected answer: {(answer or b'')[:200]!r}")
+    finally:
+        for s in conns:
+            if s is not None:
+                s.close()
 
 
 def process_instructions(out_dir: Path) -> list[int]:
@@ -149,9 +201,10 @@ def run_once(backend: str, scenario: str, python: str, project: Path, count: int
             inst.wait_listening(time.monotonic() + 600)  # Django starts slowly under valgrind
         except RuntimeError as exc:
             raise RuntimeError(f"did not start under valgrind ({exc}): {inst.log_tail(800)}") from None
-        request = fastcgi_request(sc.path) if b.protocol == "fastcgi" else http_request(sc.path)
-        ok = b"Status: 200" if b.protocol == "fastcgi" else b" 200 "
-        send_requests(sock, request, count, ok)
+        fastcgi = b.protocol == "fastcgi"
+        request = fastcgi_request(sc.path, sc.keep_conn) if fastcgi else http_request(sc.path)
+        ok = b"Status: 200" if fastcgi else b" 200 "
+        (send_kept if sc.keep_conn else send_requests)(sock, request, count, ok)
     finally:
         assert inst.proc is not None
         stop_group(inst.proc, timeout=60)
