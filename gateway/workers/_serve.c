@@ -30,9 +30,9 @@
  * does not take goes to ``reference_head`` (which raises the errors). The Python responder,
  * made by ``handoff`` with the state so far (the header block, the declared length, what was
  * sent, whether the request ended, the kept connection's codec), goes on with
- * ``run(None, result, error)`` from the
- * point where this module stops: every exception (from the app, its iterator, or a failed send, raised as ``client_gone``),
- * a ``wsgi.file_wrapper`` result (sendfile), a list holding other than bytes; it then closes
+ * ``run(None, result, error)`` from the point where this module stops: every exception
+ * (from the app, its iterator, or a failed send, raised as ``client_gone``), a
+ * ``wsgi.file_wrapper`` result (sendfile), a list holding other than bytes; it then closes
  * the result. ``note(what, environ, exc)`` logs the two events that end nothing: a close()
  * that raised, a body beyond its Content-Length.
  */
