@@ -14,7 +14,7 @@ pure-Python code paths are used (the reference implementations; tests compare th
 from setuptools import Extension, setup
 
 _PAIRS_H = ["gateway/protocol/_pairs_items.h"]
-_WHOLE_H = ["gateway/protocol/_whole_request.h"]
+_WHOLE_H = ["gateway/protocol/_whole_request.h", "gateway/protocol/_unquote.h"]
 
 setup(
     ext_modules=[

@@ -17,8 +17,8 @@
  *   ``data`` must be exactly one RESPONDER request (see _whole_request.h); ``params`` is
  *   the list of (name, value) bytes pairs the codec would give.
  * scope(params, root_path, state, role, request_id, connection, asgi) -> dict | None
- *   build_scope's result; None when it would need the rare cases (no REQUEST_URI, a
- *   percent-encoded path, a port that is not plain digits).
+ *   build_scope's result (a percent-encoded path unquoted as decode_path does); None
+ *   when it would need the rare cases (no REQUEST_URI, a port that is not plain digits).
  * header_block(status, headers, status_lines) -> bytes | None
  *   gateway/response.header_block's block for http.response.start; None for a status not
  *   in ``status_lines`` and for headers that are not a list or tuple of 2-item tuples or
@@ -29,6 +29,7 @@
  */
 #include "../protocol/_pairs_items.h"
 #include "../protocol/_whole_request.h"
+#include "../protocol/_unquote.h"
 
 enum {
     METHOD, REQUEST_URI, QUERY_STRING, SCRIPT_NAME, PATH_INFO, PROTOCOL, SCHEME, HTTPS,
@@ -170,6 +171,53 @@ static PyObject *
 latin1(PyObject *b)
 {
     return PyUnicode_DecodeLatin1(PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b), NULL);
+}
+
+/* scope.decode_path for a raw path with a '%': urllib.parse.unquote of its latin-1 text.
+ * Each run of ASCII bytes is percent-decoded (%XX with two hex digits becomes its byte, any
+ * other % stays) and decoded as UTF-8 with replacement; the bytes from 0x80 up between the
+ * runs stay as latin-1 characters. A new str; NULL with an exception. */
+static PyObject *
+unquoted(PyObject *raw)
+{
+    const unsigned char *c = (const unsigned char *)PyBytes_AS_STRING(raw);
+    Py_ssize_t n = PyBytes_GET_SIZE(raw);
+    char *buf = PyMem_Malloc(n ? n : 1);
+    PyObject *parts = PyList_New(0), *out = NULL;
+    if (buf == NULL || parts == NULL) {
+        PyMem_Free(buf);
+        Py_XDECREF(parts);
+        return PyErr_NoMemory();
+    }
+    Py_ssize_t i = 0;
+    while (i < n) {
+        Py_ssize_t start = i;
+        PyObject *part;
+        if (c[i] >= 0x80) {
+            while (i < n && c[i] >= 0x80) {
+                i++;
+            }
+            part = PyUnicode_DecodeLatin1((const char *)c + start, i - start, NULL);
+        }
+        else {
+            while (i < n && c[i] < 0x80) {
+                i++;
+            }
+            part = PyUnicode_DecodeUTF8(buf, unquote_run(c + start, i - start, buf), "replace");
+        }
+        if (part == NULL || PyList_Append(parts, part) < 0) {
+            Py_XDECREF(part);
+            goto done;
+        }
+        Py_DECREF(part);
+    }
+    PyObject *empty = PyUnicode_New(0, 0);
+    out = empty == NULL ? NULL : PyUnicode_Join(empty, parts);
+    Py_XDECREF(empty);
+done:
+    PyMem_Free(buf);
+    Py_DECREF(parts);
+    return out;
 }
 
 static int
@@ -355,10 +403,10 @@ scope(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     long remote_port = port_of(cgi[REMOTE_PORT]);
     PyObject *server_addr = truthy(cgi[SERVER_ADDR]) ? cgi[SERVER_ADDR] : cgi[SERVER_NAME];
     long server_port = port_of(cgi[SERVER_PORT]);
-    if (memchr(uri, '%', (size_t)plen) != NULL || (truthy(cgi[REMOTE_ADDR]) && remote_port < 0) ||
-        (truthy(server_addr) && server_port < 0)) {
+    int quoted = memchr(uri, '%', (size_t)plen) != NULL;
+    if ((truthy(cgi[REMOTE_ADDR]) && remote_port < 0) || (truthy(server_addr) && server_port < 0)) {
         Py_DECREF(headers);
-        Py_RETURN_NONE; /* build_scope: unquote, or int() of an odd port */
+        Py_RETURN_NONE; /* build_scope: int() of an odd port */
     }
     PyObject *root = PyUnicode_GET_LENGTH(root_path) == 0 && truthy(cgi[PATH_INFO])
                          ? cgi[SCRIPT_NAME] != NULL ? latin1(cgi[SCRIPT_NAME]) : PyUnicode_New(0, 0)
@@ -385,7 +433,7 @@ scope(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         (values[2] = http_version_of(cgi[PROTOCOL])) && (values[3] = method_of(cgi[METHOD])) &&
         (values[4] = scheme_of(cgi)) &&
         (values[6] = plen == ulen ? Py_NewRef(request_uri) : PyBytes_FromStringAndSize(uri, plen)) &&
-        (values[5] = latin1(values[6])) &&
+        (values[5] = quoted ? unquoted(values[6]) : latin1(values[6])) &&
         (values[7] = cgi[QUERY_STRING] != NULL ? Py_NewRef(cgi[QUERY_STRING])
                      : q == NULL ? Py_NewRef(empty_bytes)
                                  : PyBytes_FromStringAndSize(q + 1, ulen - plen - 1)) &&

@@ -2,8 +2,8 @@
  * CONTENT_TYPE/CONTENT_LENGTH against their HTTP_ twins, SCRIPT_NAME/PATH_INFO/QUERY_STRING
  * from REQUEST_URI (or the server's own split), --root-path, wsgi.url_scheme, SERVER_NAME
  * and SERVER_PORT defaults. Each function mirrors the Python code it is named after and
- * answers 0 ("not simple": let build_environ do it) where that code would percent-decode.
- * Static functions over interned names; no I/O.
+ * answers 0 ("not simple": let build_environ do it) where it does not follow it. Needs
+ * ../protocol/_unquote.h included first. Static functions over interned names; no I/O.
  */
 #ifndef GATEWAY_ENVIRON_FIXUPS_H
 #define GATEWAY_ENVIRON_FIXUPS_H
@@ -70,39 +70,17 @@ ascii_digits(PyObject *s)
     return n > 0;
 }
 
-static int
-hex_digit(Py_UCS1 ch)
-{
-    if (ch >= '0' && ch <= '9') {
-        return ch - '0';
-    }
-    ch |= 0x20;
-    return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
-}
-
-/* environ.wsgi_path: urllib.parse.unquote_to_bytes over the bytes of ``s`` (a latin-1 str),
- * as a latin-1 str (WSGI's "bytes as str"): each %XX with two hex digits becomes its byte,
- * any other % stays as it is. */
+/* environ.wsgi_path: unquote_run (../protocol/_unquote.h) over the bytes of ``s`` (a
+ * latin-1 str), as a latin-1 str (WSGI's "bytes as str"). */
 static PyObject *
 percent_decoded(PyObject *s)
 {
-    const Py_UCS1 *c = PyUnicode_1BYTE_DATA(s);
-    Py_ssize_t n = PyUnicode_GET_LENGTH(s), j = 0;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
     char *buf = PyMem_Malloc(n ? n : 1);
     if (buf == NULL) {
         return PyErr_NoMemory();
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        int hi, lo;
-        if (c[i] == '%' && i + 2 < n && (hi = hex_digit(c[i + 1])) >= 0 &&
-            (lo = hex_digit(c[i + 2])) >= 0) {
-            buf[j++] = (char)(hi << 4 | lo);
-            i += 2;
-        }
-        else {
-            buf[j++] = (char)c[i];
-        }
-    }
+    Py_ssize_t j = unquote_run(PyUnicode_1BYTE_DATA(s), n, buf);
     PyObject *out = PyUnicode_DecodeLatin1(buf, j, NULL);
     PyMem_Free(buf);
     return out;

@@ -27,6 +27,7 @@
  */
 #include "../protocol/_pairs_items.h"
 #include "../protocol/_whole_request.h"
+#include "../protocol/_unquote.h"
 #include "_environ_fixups.h"
 
 /* The params into ``env``: 1 done, 0 not simple (malformed, too many, a repeated HTTP_

@@ -3,8 +3,9 @@
 ``whole_request`` must give exactly what the codec (FastCGIConnection, bytes params) gives
 for the same bytes — request id, keep-conn flag, the params list, the body — and None for
 anything but one whole RESPONDER request or a limit exceeded. ``fast_scope`` must give
-exactly ``build_scope``'s scope (same items, same order), and None only for the cases its
-contract lists (no REQUEST_URI, a percent-encoded path, a port that is not plain digits).
+exactly ``build_scope``'s scope (same items, same order; a percent-encoded path unquoted as
+``decode_path`` does), and None only for the cases its contract lists (no REQUEST_URI, a
+port that is not plain digits).
 ``fast_header_block`` must give ``response.header_block``'s block, and None wherever that
 raises. A real AsyncWorker on a unix socket answers byte for byte the same with and without it.
 The module must be built where the tests run (setup-env installs the project).
@@ -24,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.asgi import fastpath
-from gateway.asgi.scope import ASGI_VERSION, build_scope
+from gateway.asgi.scope import ASGI_VERSION, build_scope, decode_path
 from gateway.config import Config
 from gateway.protocol import FastCGIConnection
 from gateway.response import STATUS_LINES, InvalidResponse, header_block
@@ -45,7 +46,11 @@ def test_built():
 
 def test_the_c_source_does_no_io():
     includes = re.findall(r"#include\s*[<\"]([^>\"]+)", C_SOURCE.read_text())
-    assert includes == ["../protocol/_pairs_items.h", "../protocol/_whole_request.h"]
+    assert includes == [
+        "../protocol/_pairs_items.h",
+        "../protocol/_whole_request.h",
+        "../protocol/_unquote.h",
+    ]
 
 
 def reference(data: bytes, limits: tuple[int, int] = LIMITS):
@@ -143,7 +148,8 @@ VALUES = st.sampled_from(
     ["", "/", "/app", "/app/x", "/a?b=1", "/a%20b?c", "?", "x?y?z", "off", "OFF", "On", "https",
      "http", "ftp", "GET", "POST", "get", "BREW", "HTTP/1.0", "HTTP/2", "HTTP/3", "HTTP/9",
      "12", "012", "1x", " 80", "+80", "1_000", "1234567890", "\u00b2", "127.0.0.1", "::1",
-     "a=1", "caf\u00e9", "\u00ff%"]
+     "a=1", "caf\u00e9", "\u00ff%", "/caf%C3%a9?x=%41", "/%zz%4", "/%%41%", "/%ff%fe\u00e9%41",
+     "/\u00e9%C3\u00a9%", "/a%2Fb"]
 )  # fmt: skip
 PARAMS = st.lists(st.tuples(st.sampled_from(NAMES), VALUES), max_size=14)
 
@@ -151,7 +157,7 @@ PARAMS = st.lists(st.tuples(st.sampled_from(NAMES), VALUES), max_size=14)
 def expect_answer(params: list[tuple[bytes, bytes]]) -> bool:
     """Where the contract says the C scope must answer (not None)."""
     env = dict(params)
-    if b"REQUEST_URI" not in env or b"%" in env[b"REQUEST_URI"].partition(b"?")[0]:
+    if b"REQUEST_URI" not in env:
         return False
 
     def plain(port: bytes | None) -> bool:
@@ -177,6 +183,17 @@ def test_scope_same_as_build_scope(params, root, state, rid):
     if got is not None:
         assert list(got.items()) == list(want.items())
         assert [type(v) for v in got.values()] == [type(v) for v in want.values()]
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [b"/caf%C3%A9/%2541?x=%20", b"/caf\xc3\xa9%20x", b"/%zz%4", b"/%%41%", b"/a%2Fb%2f", b"/%",
+     b"/%ff%FE/x", b"/\xe9%C3\xa9%41\xff", b"/%e2%82%ac%e2%82"],
+)  # fmt: skip
+def test_percent_encoded_paths_are_unquoted_in_c(uri):
+    got, want = scopes([(b"REQUEST_URI", uri), (b"REQUEST_METHOD", b"GET")], "", None, 1)
+    assert got is not None and list(got.items()) == list(want.items())
+    assert got["path"] == decode_path(uri.partition(b"?")[0])
 
 
 def test_scope_leaves_odd_params_to_build_scope():
