@@ -175,6 +175,7 @@ class FastCGIConnection:
         #: Asked at every END_REQUEST of a kept-alive request: True -> this connection ends
         #: here. Bytes after END_REQUEST in the same read make nginx drop the connection
         #: instead of caching it, so it is never reused while we close it (no lost POST).
+        #: A veto that raises counts as True: the request's ending must still be sent.
         self.keepalive_veto = None
 
     # -- receiving -------------------------------------------------------------------
@@ -444,7 +445,7 @@ class FastCGIConnection:
             self.should_close = True
             return tail
         if (self.max_requests is not None and self._begun >= self.max_requests) or (
-            self.keepalive_veto is not None and self.keepalive_veto()
+            self.keepalive_veto is not None and self._vetoed()
         ):
             self.should_close = True
             if not self._active:
@@ -452,6 +453,12 @@ class FastCGIConnection:
                 # drop the connection instead of caching it and maybe reusing it as it closes.
                 return tail + pack_header(FCGI_VERSION_1, _STDERR, rid, 0, 0)
         return tail
+
+    def _vetoed(self) -> bool:
+        try:
+            return bool(self.keepalive_veto())  # type: ignore[misc]
+        except Exception:
+            return True  # the request is already ended here: its ending goes out, then close
 
     def _drop_queued(self, rid: int) -> None:
         """Drop untaken events of a request being ended: a worker using ``next_event`` gets

@@ -360,12 +360,18 @@ server_serve_request(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                    "serve_request(sock, request_id: int, environ: dict, body: bytes, codec)")) {
         return NULL;
     }
+    long rid = PyLong_AsLong(args[1]);
+    if (rid < 1 || rid > 65535) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ValueError, "request_id must be 1 to 65535");
+        }
+        return closing(args[0]);
+    }
     int mine = fits(s, args[2], args[3]);
     if (mine <= 0) {
         return mine < 0 ? closing(args[0]) : Py_NewRef(Py_None);
     }
-    int rid = (int)PyLong_AsLong(args[1]);
-    PyObject *out = serve_parsed(s, args[0], rid, args[2], args[3], args[4]);
+    PyObject *out = serve_parsed(s, args[0], (int)rid, args[2], args[3], args[4]);
     return out == NULL ? closing(args[0]) : out;
 }
 

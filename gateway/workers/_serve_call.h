@@ -35,31 +35,35 @@ static PyObject *str_write, *str_run, *str_close, *str_close_note, *str_beyond_n
 /* ``parts`` (bytes, the header block first if not yet sent) as the request's STDOUT, and
  * its ending if ``end``: on a kept-alive connection the codec's ``end_request`` (which
  * also decides whether the connection stays open, and marks it), else the usual one.
+ * As WSGIResponder._finish: the headers count as sent and the request as ended before the
+ * codec is asked (it runs Python: another thread of the app calling start_response then
+ * gets the reference's error, and a failure in it is handed off as an ended request).
  * -1 with an exception set. */
 static int
 send_parts(Call *c, PyObject *const *parts, Py_ssize_t n, int end)
 {
+    /* held until written, the GIL released: another thread of the app could change them */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_INCREF(parts[i]);
+    }
+    c->headers_sent = 1;
+    c->ended = end;
     PyObject *ending = NULL;
+    int rc = -1;
     if (end && c->codec != NULL) {
         PyObject *rid = PyLong_FromLong(c->rid);
         ending = rid == NULL ? NULL : PyObject_CallMethodOneArg(c->codec, str_end_request, rid);
         Py_XDECREF(rid);
-        if (ending == NULL) {
-            return -1;
-        }
-        if (!PyBytes_CheckExact(ending)) {
-            Py_DECREF(ending);
+        if (ending != NULL && !PyBytes_CheckExact(ending)) {
+            Py_CLEAR(ending);
             PyErr_SetString(PyExc_TypeError, "end_request() did not return bytes");
-            return -1;
+        }
+        if (ending == NULL) {
+            goto done;
         }
     }
-    c->headers_sent = 1;
-    c->ended = end;
-    /* held while the GIL is released: another thread of the app could change them */
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_INCREF(parts[i]);
-    }
-    int rc = send_stdout(c->fd, c->sock, c->rid, c->server->client_gone, parts, n, end, ending);
+    rc = send_stdout(c->fd, c->sock, c->rid, c->server->client_gone, parts, n, end, ending);
+done:
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_DECREF(parts[i]);
     }

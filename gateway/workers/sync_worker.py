@@ -458,7 +458,8 @@ class SyncWorker:
             self.requests_served += 1
             conn.served += 1
             conn.idle_since = time.monotonic()
-            conn.dead = not ok
+            if not ok:
+                conn.dead = True
             self._request_done(conn)
         else:
             conn.input = InputStream.whole(body, self.config.max_body_bytes)

@@ -83,3 +83,12 @@ def test_with_requests_still_active_only_the_last_ending_gets_the_stderr_record(
     assert _records(first)[-1][0] == 3 and conn.should_close  # request 2 still runs
     last = conn.send_response(2, b"Status: 200 OK\r\n\r\nok")
     assert [r[:2] for r in _records(last)][-2:] == [(3, 2), (7, 2)]
+
+
+def test_a_veto_that_raises_closes_after_the_ending():
+    conn = FastCGIConnection()
+    conn.keepalive_veto = lambda: 1 / 0
+    conn.feed(_request(keep_conn=True))
+    out = conn.send_response(1, b"Status: 200 OK\r\n\r\nok")
+    assert [r[0] for r in _records(out)] == [6, 6, 3, 7]
+    assert conn.should_close and conn.active_requests == 0

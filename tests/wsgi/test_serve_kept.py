@@ -13,11 +13,13 @@ for a body over the limit, which the Python path answers).
 from __future__ import annotations
 
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gateway.workers import fastserve
 from tests.capture import captured_requests
 from tests.fastpath_frames import request_bytes, worker_rig
 
@@ -204,3 +206,59 @@ def test_base_exceptions_propagate(tmp_path):
     for use_c in (True, False):
         with pytest.raises(KeyboardInterrupt):
             converse(tmp_path, app, [GET], use_c)
+
+
+def test_a_failing_keep_alive_check_closes_the_connection_after_the_ending(tmp_path):
+    """The codec's end_request runs the worker's keep-alive veto (Python). One that raises
+    must not cost the request its ending (nginx would wait for it): the codec takes it as
+    "close", on both paths."""
+
+    def failing_veto(worker, i, client):
+        if i == 1:
+            next(iter(worker._conns.values())).codec.keepalive_veto = lambda: 1 / 0
+
+    for app in (app_of([b"ok"]), app_of(lambda: iter([b"o", b"k"]))):
+        answers, returned, closed = same(tmp_path, app, [GET, GET], failing_veto)
+        assert returned == [True, True]
+        assert answers[1].endswith(bytes([1, 3, 0, 1, 0, 8, 0, 0]) + bytes(8) + EMPTY_STDERR)
+        assert closed
+
+
+def test_start_response_during_the_ending_cannot_change_the_head(tmp_path):
+    """The codec's ending runs Python (the keep-alive veto), where another thread of the
+    app could call start_response(..., exc_info): as in the reference, the headers count
+    as sent by then, so that call raises and the head already taken goes out."""
+    kept: dict[str, Any] = {}
+
+    def app(environ, start_response):
+        kept["start_response"] = start_response
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    def veto():
+        try:
+            raise ValueError("late")
+        except ValueError:
+            kept["start_response"]("500 Internal Server Error", [("X-Late", "1")], sys.exc_info())
+        return False
+
+    def prepare(worker, i, client):
+        if i == 1:
+            next(iter(worker._conns.values())).codec.keepalive_veto = veto
+
+    answers, returned, closed = same(tmp_path, app, [GET, GET], prepare)
+    assert returned == [True, True]
+    assert b"Status: 200 OK" in answers[1] and b"X-Late" not in answers[1]
+    assert closed  # the veto raised (the exc_info error): close after the ending
+
+
+def test_request_ids_out_of_range_are_refused(tmp_path):
+    worker_path = str(tmp_path / "r.sock")
+    with worker_rig(worker_path, app_of([b"ok"]), True) as rig:
+        server = fastserve.make_server(rig.worker)
+        assert server is not None
+        for rid in (0, 65536, -1):
+            sock = socket.socket(socket.AF_UNIX)
+            with pytest.raises(ValueError, match="request_id"):
+                server.serve_request(sock, rid, {}, b"", None)
+            assert sock.fileno() == -1  # closed, as after any error
