@@ -2,7 +2,7 @@
  * CONTENT_TYPE/CONTENT_LENGTH against their HTTP_ twins, SCRIPT_NAME/PATH_INFO/QUERY_STRING
  * from REQUEST_URI (or the server's own split), --root-path, wsgi.url_scheme, SERVER_NAME
  * and SERVER_PORT defaults. Each function mirrors the Python code it is named after and
- * answers 0 ("not simple": let build_environ do it) where it does not follow it. Needs
+ * answers 0 ("not simple": let build_environ do it) for a case it does not cover. Needs
  * ../protocol/_unquote.h included first. Static functions over interned names; no I/O.
  */
 #ifndef GATEWAY_ENVIRON_FIXUPS_H
