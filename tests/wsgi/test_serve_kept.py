@@ -46,9 +46,10 @@ def converse(
     tmp_path: Path, app: Any, requests: list[bytes], use_c: bool, prepare: Any = None, **config: Any
 ) -> tuple[list[bytes], list[Any], list[tuple[int, str]], bool]:
     """Send ``requests`` one after the other on one connection, the worker serving each
-    (``prepare(worker, i, client)`` first, ``client`` once connected): (the answers, what
+    (``prepare(worker, i, client)`` between the sending and the serving): (the answers, what
     serve_request returned, the log lines and the worker's counters, whether the worker
-    closed the connection)."""
+    closed the connection). Answers must fit in the socket's buffer: they are read after
+    the worker returns."""
     path = str(tmp_path / f"k{int(use_c)}.sock")
     with worker_rig(path, app, use_c, **config) as rig:
         worker, client = rig.worker, rig.client
