@@ -456,11 +456,7 @@ class SyncWorker:
         fast = self._fast_kept if keep_conn else None  # else: over the body limit
         if fast is not None and (ok := fast(conn.sock, rid, environ, body, conn.codec)) is not None:
             self.requests_served += 1
-            conn.served += 1
-            conn.idle_since = time.monotonic()
-            if not ok:
-                conn.dead = True
-            self._request_done(conn)
+            self._finished(conn, ok)
         else:
             conn.input = InputStream.whole(body, self.config.max_body_bytes)
             self._serve(conn, rid, environ)
@@ -547,6 +543,10 @@ class SyncWorker:
                 time.monotonic() - t0,
                 environ.get("HTTP_X_REQUEST_ID", "-"),
             )
+        self._finished(conn, ok)
+
+    def _finished(self, conn: Conn, ok: bool) -> None:
+        """A request on ``conn`` is over (``ok`` False: the connection is no longer usable)."""
         conn.input = None
         conn.served += 1
         conn.idle_since = time.monotonic()
