@@ -3,7 +3,7 @@
 ``Config`` is built once (by ``gateway.cli`` from the command line, the environment and an
 optional TOML file) and passed everywhere read-only. Field names carry their units
 (``*_bytes``, ``*_s``). ``parse_size``/``parse_duration`` reject nonsense instead of guessing
-(PITFALLS peer bug 20: "256m" must never become 256 bytes).
+(docs/protocol-notes.md, peer bug 20: "256m" must never become 256 bytes).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Turning an ASGI/WSGI response head into the CGI header block sent on FCGI_STDOUT.
 
 Shared by the ASGI cycle and the WSGI workers. Validates what it emits: a header name or
-value containing CR, LF or NUL is rejected (PITFALLS peer bug 11: header injection), and
-Set-Cookie headers stay separate lines.
+value containing CR, LF or NUL is rejected (header injection), and Set-Cookie headers stay
+separate lines (docs/protocol-notes.md, peer bug 11).
 """
 
 from __future__ import annotations

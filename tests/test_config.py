@@ -1,6 +1,6 @@
-"""gateway.config: unit-aware sizes and durations (PITFALLS peer bug 20: "256m" must never
-become 256 bytes, nonsense is rejected instead of guessed) and the immutable, validated
-Config."""
+"""gateway.config: unit-aware sizes and durations (docs/protocol-notes.md, peer bug 20:
+"256m" must never become 256 bytes, nonsense is rejected instead of guessed) and the
+immutable, validated Config."""
 
 from __future__ import annotations
 

@@ -2,9 +2,9 @@
 
 ``--lifespan auto`` treats an application that raises on the lifespan scope before
 answering startup as "lifespan unsupported" (logged at debug; Django's ASGI handler does
-this) — PITFALLS peer bug 12. ``on`` makes that an error. ``lifespan.startup.failed`` is
-an error in both modes. The lifespan ``state`` dict is shared with every request scope
-(shallow-copied per request).
+this; docs/protocol-notes.md, peer bug 12). ``on`` makes that an error.
+``lifespan.startup.failed`` is an error in both modes. The lifespan ``state`` dict is
+shared with every request scope (shallow-copied per request).
 """
 
 from __future__ import annotations

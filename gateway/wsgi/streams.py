@@ -2,8 +2,8 @@
 ``wsgi.errors`` (to the error log) and ``wsgi.file_wrapper``.
 
 ``InputStream`` reads until the empty STDIN record, never trusting CONTENT_LENGTH alone
-(PITFALLS peer bug 14). It pulls more bytes on demand through a callback supplied by the
-worker, so a large upload streams instead of being buffered whole.
+(docs/protocol-notes.md, peer bug 14). It pulls more bytes on demand through a callback
+supplied by the worker, so a large upload streams instead of being buffered whole.
 """
 
 from __future__ import annotations

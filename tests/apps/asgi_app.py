@@ -129,7 +129,7 @@ async def app(scope, receive, send):
             f.write(msg["type"])
     elif path == "/background":
         # Respond, then keep working: the next request on the same keep-alive connection
-        # (same request id) must not be disturbed (PITFALLS peer bug 2).
+        # (same request id) must not be disturbed (docs/protocol-notes.md, peer bug 2).
         body = await _body(receive)
         await _respond(send, 200, body)
         await asyncio.sleep(0.05)

@@ -171,7 +171,7 @@ def test_keep_conn_1000_sequential_requests_reuse_connections(served):
 
 def test_keep_conn_background_work_does_not_break_next_request(served):
     # The app keeps running after its response; the next request reuses id 1 on the same
-    # connection and must get its own body (PITFALLS peer bug 2).
+    # connection and must get its own body (docs/protocol-notes.md, peer bug 2).
     s = served(APP, keep_conn=True)
     conn = http.client.HTTPConnection("127.0.0.1", s.nginx.port, timeout=10)
     for i in range(50):

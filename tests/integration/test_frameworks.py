@@ -5,8 +5,8 @@ Starlette: routing with path and query parameters, JSON and form bodies, a
 StreamingResponse, a BackgroundTask after the response, and lifespan through the
 ``lifespan=`` context manager whose state reaches requests. Django: its ASGI handler raises
 on the lifespan scope, which ``--lifespan auto`` must treat as "unsupported" (logged at
-debug, the server starts; PITFALLS peer bug 12); the ORM works (each test has its own
-SQLite file through ``FCGI_EXAMPLE_DJANGO_DB``).
+debug, the server starts; docs/protocol-notes.md, peer bug 12); the ORM works (each test
+has its own SQLite file through ``FCGI_EXAMPLE_DJANGO_DB``).
 """
 
 from __future__ import annotations

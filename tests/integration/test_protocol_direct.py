@@ -4,7 +4,8 @@ nginx never multiplexes, never aborts with FCGI_ABORT_REQUEST and never asks
 FCGI_GET_VALUES, so these protocol paths are only reachable from a client that drives the
 records itself: management records, multiplexing (async worker) and its refusal (sync
 worker), aborts, unknown roles, KEEP_CONN, malformed records and limits, and the splitting
-of large output into records of at most 65,535 bytes (PITFALLS peer bugs 3, 4, 9, 10).
+of large output into records of at most 65,535 bytes (docs/protocol-notes.md, peer bugs 3,
+4, 9, 10).
 """
 
 from __future__ import annotations

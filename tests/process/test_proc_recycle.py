@@ -7,8 +7,8 @@ between ``--max-requests`` and ``--max-requests + --max-requests-jitter`` reques
 others (alive at the end, or recycled while wrk was stopping and dropping the responses
 still in flight) are partial and only bounded above. Done for GET and for POST on
 nginx keep-alive connections (``fastcgi_keep_conn on``: nginx does not retry a POST that
-fails on a cached connection the recycled worker just closed, PITFALLS.md), on the sync
-worker (WSGI) and the async worker (ASGI).
+fails on a cached connection the recycled worker just closed; docs/protocol-notes.md,
+nginx fact 10), on the sync worker (WSGI) and the async worker (ASGI).
 """
 
 from __future__ import annotations

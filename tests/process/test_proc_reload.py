@@ -2,8 +2,8 @@
 
 The app is a module written into ``tmp_path`` (``--app-dir``) whose responses carry a
 ``VERSION`` constant and the worker pid; a reload rewrites the file first, so the workers
-forked for the new generation import the new code (PITFALLS peer bugs 21 and 22). wrk
-drives nginx -> gateway (2 workers) the whole time; no request may fail.
+forked for the new generation import the new code (docs/protocol-notes.md, peer bugs 21
+and 22). wrk drives nginx -> gateway (2 workers) the whole time; no request may fail.
 """
 
 from __future__ import annotations
