@@ -31,8 +31,7 @@ import os
 import traceback
 from typing import Any
 
-from ..response import STATUS_LINES, InvalidResponse, error_response, failure_reply, header_block
-from .fastpath import fast_header_block
+from ..response import InvalidResponse, error_response, failure_reply, header_block
 
 logger = logging.getLogger("gateway.error")
 
@@ -157,6 +156,9 @@ class ASGICycle:
             if self.disconnected:
                 return
             body = message.get("body", b"")
+            if type(body) is not bytes and not isinstance(body, (bytes, bytearray, memoryview)):
+                # Checked before the head is taken: the error can still be answered with a 500.
+                raise InvalidResponse(f"ASGI response body must be bytes, not {type(body).__name__}")
             self.sent += len(body)
             head = self.head
             if head is not None:
@@ -174,8 +176,7 @@ class ASGICycle:
             if self.started:
                 raise RuntimeError("ASGI 'http.response.start' sent twice")
             status, headers = message["status"], message.get("headers", ())
-            head = None if fast_header_block is None else fast_header_block(status, headers, STATUS_LINES)
-            self.head = header_block(status, headers) if head is None else head
+            self.head = header_block(status, headers)
             self.status = status
             self.started = True
             return

@@ -51,7 +51,7 @@ from .records import (
     stream_parts,
     unpack_header,
 )
-from .state import AFTER_END, APPLICATION_ONLY_TYPES, CAN_SEND, RECEIVE, Action, RequestState
+from .state import AFTER_END, APPLICATION_ONLY_TYPES, CAN_SEND, RECEIVE_BY_STATE, Action, RequestState
 
 
 class _NeedData:
@@ -66,17 +66,17 @@ NEED_DATA = _NeedData()
 
 _KNOWN_TYPES = frozenset(int(t) for t in RecordType)
 _STDOUT = int(RecordType.STDOUT)
-_STDIN_T = int(RecordType.STDIN)
-_PARAMS_T = int(RecordType.PARAMS)
 _GET_VALUES_T = int(RecordType.GET_VALUES)
+_RECEIVE = RECEIVE_BY_STATE
+_A_BEGIN = Action.BEGIN
+_A_PARAMS = Action.PARAMS
+_A_STDIN = Action.STDIN
 _ST_STDIN = RequestState.STDIN
 _ST_PARAMS = RequestState.PARAMS
 _ST_DONE = RequestState.DONE
 _ST_DATA = RequestState.DATA
 _ST_ENDED = RequestState.ENDED
-_BEGIN_T = int(RecordType.BEGIN_REQUEST)
 _FILTER = int(Role.FILTER)
-_RESPONDER = int(Role.RESPONDER)
 # (Enum attribute access costs ~80 ns in CPython 3.11: the per-request paths use these.)
 _STDERR = int(RecordType.STDERR)
 _OK_ENDINGS: dict[int, bytes] = {}
@@ -205,33 +205,31 @@ class FastCGIConnection:
                 if stop + plen > end:
                     break
                 pos = stop + plen
-                # Fast path for the records every request is made of (BEGIN_REQUEST on a
-                # free id, PARAMS and STDIN in their own state): the same transitions as
-                # the RECEIVE table, without the table lookup and its tuple key, inline
-                # (hot path: a method call per record is measurable). The rest: _record.
-                req = requests.get(rid)
-                if req is not None:
-                    state = req.state
-                    if rtype == _STDIN_T and state is _ST_STDIN:
-                        if clen:
-                            self._queued_stdin += clen
-                            if self._queued_stdin > self.max_stdin_buffer:
-                                raise RemoteProtocolError(
-                                    f"more than {self.max_stdin_buffer} bytes of request body buffered",
-                                    413,
-                                )
-                            self._events.append(StdinReceived(rid, buf[start:stop]))
-                        else:
-                            req.state = _ST_DATA if req.role == _FILTER else _ST_DONE
-                            self._events.append(StdinEnded(rid))
-                        continue
-                    if rtype == _PARAMS_T and state is _ST_PARAMS:
-                        self._params(rid, req, buf[start:stop])
-                        continue
-                elif rtype == _BEGIN_T and rid:
-                    self._begin(rid, buf[start:stop])  # RECEIVE[(None, BEGIN_REQUEST)]
+                if rid == NULL_REQUEST_ID:
+                    self._management(rtype, buf[start:stop])
                     continue
-                self._record(rtype, rid, buf[start:stop], req)
+                # The state table decides every transition (RECEIVE, by state then type);
+                # the actions every request is made of are dispatched first.
+                req = requests.get(rid)
+                action = _RECEIVE[req.state if req is not None else None].get(rtype)
+                if action is _A_STDIN:
+                    if clen:
+                        self._queued_stdin += clen
+                        if self._queued_stdin > self.max_stdin_buffer:
+                            raise RemoteProtocolError(
+                                f"more than {self.max_stdin_buffer} bytes of request body buffered",
+                                413,
+                            )
+                        self._events.append(StdinReceived(rid, buf[start:stop]))
+                    else:
+                        req.state = _ST_DATA if req.role == _FILTER else _ST_DONE  # type: ignore[union-attr]
+                        self._events.append(StdinEnded(rid))
+                elif action is _A_PARAMS:
+                    self._params(rid, req, buf[start:stop])  # type: ignore[arg-type]
+                elif action is _A_BEGIN:
+                    self._begin(rid, buf[start:stop])
+                else:
+                    self._record(rtype, rid, buf[start:stop], req, action)
         except RemoteProtocolError as exc:
             # Keep a copy without the traceback: the raised error's frames hold this codec
             # and the request's buffers, a cycle only the cyclic GC would free (megabytes
@@ -265,29 +263,24 @@ class FastCGIConnection:
         self._out.clear()
         return out
 
-    def _record(self, rtype: int, rid: int, content: bytes, req: _Request | None) -> None:
-        """Any record the fast path in receive_data does not take, by the RECEIVE table."""
-        if rid == NULL_REQUEST_ID:
-            self._management(rtype, content)
-            return
-        if rtype not in _KNOWN_TYPES:
-            self._out += encode_record(RecordType.UNKNOWN_TYPE, 0, bytes((rtype,)) + b"\0" * 7)
-            return
-        if rtype in APPLICATION_ONLY_TYPES or rtype == _GET_VALUES_T:
-            raise RemoteProtocolError(
-                f"{RecordType(rtype).name} record sent to the application (request {rid})"
-            )
-        action = RECEIVE.get((req.state if req is not None else None, rtype))
+    def _record(
+        self, rtype: int, rid: int, content: bytes, req: _Request | None, action: Action | None
+    ) -> None:
+        """The table's other actions (DATA, ABORT, IGNORE), and the records it has no entry
+        for: unknown types (answered), application-only types and the rest (errors)."""
         if action is None:
+            if rtype not in _KNOWN_TYPES:
+                self._out += encode_record(RecordType.UNKNOWN_TYPE, 0, bytes((rtype,)) + b"\0" * 7)
+                return
+            if rtype in APPLICATION_ONLY_TYPES or rtype == _GET_VALUES_T:
+                raise RemoteProtocolError(
+                    f"{RecordType(rtype).name} record sent to the application (request {rid})"
+                )
             state = req.state.name if req is not None else "no active request"
             raise RemoteProtocolError(
                 f"unexpected {RecordType(rtype).name} for request {rid} in state {state}"
             )
-        # Action.STDIN and Action.PARAMS ((STDIN, STDIN) and (PARAMS, PARAMS)) never get
-        # here: receive_data takes every such record inline.
-        if action is Action.BEGIN:
-            self._begin(rid, content)
-        elif action is Action.DATA:
+        if action is Action.DATA:
             if content:
                 self._events.append(DataReceived(rid, content))
             else:
@@ -349,32 +342,6 @@ class FastCGIConnection:
         req.params = []
         req.state = _ST_STDIN
         self._events.append(RequestReceived(rid, req.role, req.keep_conn, params))
-
-    @property
-    def idle(self) -> bool:
-        """No request in progress, no bytes or events pending, and another request would be
-        accepted: what ``adopt`` needs."""
-        return not (
-            self._requests
-            or self._buf
-            or self._events
-            or self.peer_closed
-            or self._error is not None
-            or (self.max_requests is not None and self._begun >= self.max_requests)
-        )
-
-    def adopt(self, rid: int, keep_conn: bool) -> None:
-        """Take over a RESPONDER request whose BEGIN_REQUEST, params and whole body were read
-        and parsed outside the codec, on an ``idle`` connection (the sync worker's C fast
-        path, gateway/wsgi/_fastpath.c): the state is as if those records had been fed
-        here, so ``send_response``/``end_request`` work as usual."""
-        if not self.idle:
-            raise LocalProtocolError("adopt() needs an idle connection")
-        req = _Request(_RESPONDER, keep_conn)
-        req.state = _ST_DONE
-        self._requests[rid] = req
-        self._active = 1
-        self._begun += 1
 
     def _management(self, rtype: int, content: bytes) -> None:
         if rtype == RecordType.GET_VALUES:

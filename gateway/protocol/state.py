@@ -70,6 +70,12 @@ RECEIVE: dict[tuple[RequestState | None, int], Action] = {
     (_S.ENDED, _R.ABORT_REQUEST): _A.IGNORE,
 }
 
+#: RECEIVE by state, then record type: the codec's lookup (two dict gets, no tuple key).
+RECEIVE_BY_STATE: dict[RequestState | None, dict[int, Action]] = {
+    state: {int(rtype): action for (st, rtype), action in RECEIVE.items() if st is state}
+    for state in (None, *RequestState)
+}
+
 #: States in which the application may send STDOUT, STDERR and END_REQUEST.
 CAN_SEND = frozenset({_S.STDIN, _S.DATA, _S.DONE, _S.ABORTED})
 

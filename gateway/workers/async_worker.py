@@ -13,11 +13,10 @@ reading the socket; response writes await ``drain`` while the transport is over 
 water mark (PITFALLS peer bug 5).
 
 Hot path (one FastCGI connection per request behind a stock nginx): what is the same for
-every connection is prepared once on the worker (codec arguments, the keep-alive veto); a
-request that arrives whole in one read on an idle connection is taken apart and its scope
-built in C (gateway/asgi/fastpath.py), the codec and build_scope being the reference;
-flow-control structures are made on first use; the cycle remembers its task (no
-``current_task`` lookup at the end); timers are armed only when a timeout is configured.
+every connection is prepared once on the worker (codec arguments, the keep-alive veto);
+every request goes through the codec and ``build_scope`` (one path); flow-control
+structures are made on first use; the cycle remembers its task (no ``current_task``
+lookup at the end); timers are armed only when a timeout is configured.
 
 Graceful stop: stop accepting, close idle keep-alive connections, let in-flight requests
 finish (closing their connections as they end) for ``graceful_timeout_s``, cancel the rest,
@@ -37,9 +36,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..asgi.cycle import ASGICycle
-from ..asgi.fastpath import fast_scope, whole_request
 from ..asgi.lifespan import Lifespan
-from ..asgi.scope import ASGI_VERSION, build_scope
+from ..asgi.scope import build_scope
 from ..config import Config
 from ..log import AccessLog, reopen_files
 from ..protocol import (
@@ -51,7 +49,6 @@ from ..protocol import (
     StdinEnded,
     StdinReceived,
 )
-from ..protocol.constants import Role
 from ..response import protocol_error_reply
 from ..sockets import ClientFilter, describe
 from .base import WorkerControl, codec_options
@@ -64,7 +61,6 @@ logger = logging.getLogger("gateway.error")
 
 
 _connection_serial = itertools.count(1)
-_RESPONDER = int(Role.RESPONDER)
 #: While stopping, a keep-alive connection is closed once it has been idle this long:
 #: closing right after END_REQUEST races with nginx reusing it (PITFALLS.md: lost POSTs).
 IDLE_CLOSE_S = 0.02
@@ -136,23 +132,6 @@ class FastCGIProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
-        server = self.server
-        whole = server.whole
-        if whole is not None and conn.idle:
-            # One whole request in this read, taken apart in C as the codec would (hot path).
-            got = whole(data, server.max_params_bytes, server.max_params_count)
-            if got is not None:
-                rid, keep_conn, params, body = got
-                conn.adopt(rid, keep_conn)
-                self._start(rid, _RESPONDER, params)
-                # As the codec's events would: the body, then its end (the cycle may be gone).
-                if body and (cycle := self.cycles.get(rid)) is not None:
-                    self._body(cycle, body)
-                if (cycle := self.cycles.get(rid)) is not None:
-                    cycle.end_body()
-                if conn.should_close and not conn.active_requests:
-                    self._close_when_drained()
-                return
         try:
             events = conn.feed(data)
         except RemoteProtocolError as exc:
@@ -280,18 +259,14 @@ class FastCGIProtocol(asyncio.Protocol):
             if reply is not None:
                 self.write(self.conn.send_response(rid, reply))
                 return
-        scope = None
-        if fast_scope is not None:
-            scope = fast_scope(params, server.root_path, server.state, role, rid, self.serial, ASGI_VERSION)
-        if scope is None:
-            scope = build_scope(
-                params,
-                root_path=server.root_path,
-                state=server.state,
-                role=role,
-                request_id=rid,
-                connection=self.serial,
-            )
+        scope = build_scope(
+            params,
+            root_path=server.root_path,
+            state=server.state,
+            role=role,
+            request_id=rid,
+            connection=self.serial,
+        )
         cycle = ASGICycle(self, rid, scope)
         self.cycles[rid] = cycle
         if server.slot is not None:
@@ -395,11 +370,6 @@ class AsyncWorker:
         self.signal_received: int | None = None
         #: FastCGIConnection arguments, the same for every connection
         self.codec_options = codec_options(config, multiplex=True)
-        # The C fast path (gateway/asgi/_fastpath.c); None when not built, or when a limit of
-        # 0 requests per connection means the codec must refuse every request.
-        self.whole = whole_request if config.max_requests_per_connection != 0 else None
-        self.max_params_bytes = config.max_params_bytes
-        self.max_params_count = config.max_params_count
         self.veto = self.keepalive_veto  # one bound method for every connection
         self._timed = bool(config.request_timeout_s or config.slow_request_timeout_s)
 

@@ -37,9 +37,6 @@ class ThreadedSyncWorker(SyncWorker):
     def _process(self, conn: Conn, data: bytes) -> None:
         self._hand_over(conn, SyncWorker._process, data)
 
-    def _serve_whole(self, conn: Conn, *request: Any) -> None:
-        self._hand_over(conn, SyncWorker._serve_whole, *request)
-
     def _hand_over(self, conn: Conn, serve: Callable[..., None], *args: Any) -> None:
         # Main thread: wait for a free thread (checking for signals), then hand over.
         while not self._slots.acquire(timeout=0.2):

@@ -51,11 +51,9 @@ from ..sockets import ClientFilter, describe
 from ..status import StatusPages
 from ..watchdog import Running, Watchdog
 from ..wsgi.environ import build_environ
-from ..wsgi.fastpath import whole_request
 from ..wsgi.handler import WSGIResponder
 from ..wsgi.streams import ErrorStream, FileWrapper, InputStream
 from .base import WorkerControl, codec_options
-from .fastserve import make_server
 from .sync_conn import Conn
 
 logger = logging.getLogger("gateway.error")
@@ -115,16 +113,7 @@ class SyncWorker:
             "wsgi.input_terminated": True,
         }
         self._errors = ErrorStream()
-        self._fast_serve: Any = None  # set in run(), with _fast_kept
-        self._fast_kept: Any = None
-        # The C fast path for a request that arrives whole in one read on an idle connection
-        # (gateway/wsgi/_fastpath.c); None when not built, or when a per-connection request
-        # limit of 0 means the codec must refuse every request (a new connection's codec is
-        # idle otherwise).
-        self._whole = whole_request if config.max_requests_per_connection != 0 else None
         self._root_path = config.root_path
-        self._max_params_bytes = config.max_params_bytes
-        self._max_params_count = config.max_params_count
         self._filter = ClientFilter(config.allowed_clients) if config.allowed_clients else None
         secs = max(1.0, config.read_timeout_s)
         self._io_timeout = struct.pack("ll", int(secs), int((secs % 1) * 1_000_000))
@@ -156,9 +145,6 @@ class SyncWorker:
     def run(self) -> None:
         rfd, wfd = self._install_signals()
         self._baseline = contextvars.copy_context()
-        # The C serve path, when this configuration allows it (gateway/workers/fastserve.py).
-        if (server := make_server(self)) is not None:
-            self._fast_serve, self._fast_kept = server.serve, server.serve_request
         ep = select.epoll()
         self._ep = ep
         for sock in self.sockets:
@@ -284,7 +270,6 @@ class SyncWorker:
         """Accept and serve connections while the backlog has some (bounded, so that idle
         keep-alive connections with a new request are not starved)."""
         family = self._families[listener.fileno()]  # socket.family is a slow property
-        serve = self._fast_serve
         for _ in range(ACCEPT_BURST):
             if (self.signal_received is not None and not self.stopping) or self.draining:
                 return
@@ -320,14 +305,6 @@ class SyncWorker:
             except OSError:
                 sock.close()
                 continue
-            got = None
-            if data and serve is not None:
-                got = serve(sock, data)
-                if got is True:  # served start to finish in C; without keep-conn that is all
-                    sock.close()
-                    self.requests_served += 1
-                    self._request_done(None)
-                    continue
             codec = FastCGIConnection(**self._codec_options)
             codec.keepalive_veto = self._veto
             conn = Conn(sock, codec)
@@ -337,23 +314,8 @@ class SyncWorker:
             self._conns[conn.fd] = conn
             if data is None:
                 self._wait_for(conn)
-            elif serve is None:
-                self._take(conn, data, True)  # a new connection's codec is idle
-            elif got is None:
-                self._process(conn, data)  # not one whole request
             else:
-                self._serve_whole(conn, *got)  # whole, but for the Python path (keep-conn...)
-
-    def _take(self, conn: Conn, data: bytes, idle: bool) -> None:
-        """Serve what ``data`` brings: through the C fast path when the codec is ``idle`` and
-        the read holds one whole request, else through the codec."""
-        whole = self._whole
-        if whole is not None and idle:
-            got = whole(data, self._base, self._root_path, self._max_params_bytes, self._max_params_count)
-            if got is not None:
-                self._serve_whole(conn, *got)
-                return
-        self._process(conn, data)
+                self._process(conn, data)
 
     def _wait_for(self, conn: Conn) -> None:
         """Watch ``conn`` in epoll until its next bytes arrive."""
@@ -369,7 +331,7 @@ class SyncWorker:
         except OSError:
             self._close(conn)
             return
-        self._take(conn, data, bool(data) and conn.codec.idle)  # the next request, kept alive
+        self._process(conn, data)  # the next request, kept alive
 
     def _close(self, conn: Conn) -> None:
         if self._conns.pop(conn.fd, None) is not None:
@@ -446,20 +408,6 @@ class SyncWorker:
             conn.request = None
             environ = build_environ(req.params, self._base, root_path=self._root_path)  # type: ignore[arg-type]
             self._serve(conn, req.request_id, environ)
-        self._settle(conn)
-
-    def _serve_whole(
-        self, conn: Conn, rid: int, keep_conn: bool, environ: dict[str, Any], body: bytes
-    ) -> None:
-        """A request the C fast path took whole from one read of an idle connection."""
-        conn.codec.adopt(rid, keep_conn)
-        fast = self._fast_kept if keep_conn else None  # else: over the body limit
-        if fast is not None and (ok := fast(conn.sock, rid, environ, body, conn.codec)) is not None:
-            self.requests_served += 1
-            self._finished(conn, ok)
-        else:
-            conn.input = InputStream.whole(body, self.config.max_body_bytes)
-            self._serve(conn, rid, environ)
         self._settle(conn)
 
     def _settle(self, conn: Conn) -> None:

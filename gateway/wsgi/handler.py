@@ -21,7 +21,6 @@ from ..protocol import FastCGIConnection
 from ..protocol.constants import FCGI_VERSION_1, MAX_CONTENT_LENGTH, RecordType
 from ..protocol.records import pack_header
 from ..response import InvalidResponse, error_response, wsgi_header_block
-from .fastpath import header_block
 from .streams import ClientDisconnected, FileWrapper, RequestTooLarge
 
 logger = logging.getLogger("gateway.error")
@@ -55,10 +54,9 @@ class ClientGone(Exception):
     """Writing to the web server failed: the connection is gone."""
 
 
-def reference_head(status: str, headers: list[tuple[str, str]]) -> tuple[bytes, int | None, int]:
+def response_head(status: str, headers: list[tuple[str, str]]) -> tuple[bytes, int | None, int]:
     """start_response's (header block, declared Content-Length or None, status code), by
-    ``wsgi_header_block`` (which raises ``InvalidResponse``): the reference of the C
-    ``header_block`` (gateway/wsgi/_fastpath.c), and its fallback."""
+    ``wsgi_header_block`` (which raises ``InvalidResponse``)."""
     head = wsgi_header_block(status, headers)
     length = None
     for name, value in headers:
@@ -76,8 +74,7 @@ def describe(environ: dict[str, Any]) -> str:
 
 def note(what: str, environ: dict[str, Any], exc: BaseException | None) -> None:
     """Log what ends nothing: a result's close() that raised (``"close"``, with ``exc``), a
-    body beyond its Content-Length (``"beyond"``). Both responders log them here (the C
-    serve path, gateway/workers/_serve.c, calls it too)."""
+    body beyond its Content-Length (``"beyond"``)."""
     if what == "close":
         logger.error("exception in the close() of the WSGI response for %s", describe(environ), exc_info=exc)
     else:
@@ -182,8 +179,7 @@ class WSGIResponder:
                 exc_info = None
         elif self.status is not None:
             raise AssertionError("start_response() called twice without exc_info")
-        fast = header_block(status, headers) if header_block is not None else None
-        self.head, self.length, self.code = fast if fast is not None else reference_head(status, headers)
+        self.head, self.length, self.code = response_head(status, headers)
         self.status = status
         return self.write
 
@@ -258,17 +254,11 @@ class WSGIResponder:
     def describe(self) -> str:
         return describe(self.environ)
 
-    def run(self, app: Any, result: Any = None, error: BaseException | None = None) -> bool:
-        """Run the app and answer. False when the connection is no longer usable.
-
-        With ``app`` None, go on with a request the C serve path (gateway/workers/_serve.c)
-        started: the app returned ``result``, or raised ``error``, and the responder's state
-        says what was sent already."""
+    def run(self, app: Any) -> bool:
+        """Run the app and answer. False when the connection is no longer usable."""
+        result = None
         try:
-            if error is not None:
-                raise error
-            if app is not None:
-                result = app(self.environ, self.start_response)
+            result = app(self.environ, self.start_response)
             if type(result) is list or type(result) is tuple:
                 self._finish(b"".join(result) if len(result) != 1 else result[0])
             elif isinstance(result, FileWrapper) and self.buffer is None and self._sendfile(result):

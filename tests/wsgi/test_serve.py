@@ -1,12 +1,12 @@
-"""The sync worker's C serve path (gateway/workers/_serve.c) against the Python path.
+"""The sync worker's one serve path, through its accept loop.
 
-A real SyncWorker takes one connection from a unix socket through its accept path, once
-with the C path and once without it, for apps that exercise every branch: list, tuple and
-iterator results, a declared Content-Length reached early or never, ``write()``, lazy and
-repeated ``start_response``, exceptions before and after output, a result's ``close()``,
-``wsgi.file_wrapper``, large bodies spanning records, a client that went away. The bytes
-sent back, and the log lines, must be the same; and the C path must have answered where
-its contract says it does (any whole request without FCGI_KEEP_CONN).
+A real SyncWorker takes one connection from a unix socket, for apps that exercise every
+branch of ``WSGIResponder``: list, tuple and iterator results, a declared Content-Length
+reached early or never, ``write()``, lazy and repeated ``start_response``, exceptions
+before and after output, a result's ``close()``, ``wsgi.file_wrapper``, large bodies
+spanning records, a client that went away. Every answer must be a well-formed FastCGI
+answer (``tests.worker_rig.parse_answer``): one END_REQUEST ending its streams, and nothing
+after it; and the worker must keep serving.
 """
 
 from __future__ import annotations
@@ -21,41 +21,26 @@ from typing import Any
 
 import pytest
 
-from gateway.config import Config
-from gateway.workers import fastserve
-from gateway.workers.sync_worker import SyncWorker
 from tests.capture import captured_requests
-from tests.fastpath_frames import request_bytes, worker_rig
+from tests.worker_rig import parse_answer, request_bytes, worker_rig
 
 END = b"\x01\x03"  # an END_REQUEST record's first bytes (request id 1 follows)
 
 
-def test_built():
-    assert fastserve.Server is not None, (
-        "gateway/workers/_serve.c is not built: run `pip install -e .` (or "
-        "`python setup.py build_ext --inplace`) with a C compiler"
-    )
-
-
 def serve(
-    tmp_path: Path,
-    app: Any,
-    data: bytes,
-    use_c: bool,
-    close_client: bool = False,
-    **config: Any,
-) -> tuple[bytes, list[Any], list[tuple[int, str]]]:
+    tmp_path: Path, app: Any, data: bytes, close_client: bool = False, **config: Any
+) -> tuple[bytes, list[tuple[int, str]]]:
     """``data`` sent on one connection to a real SyncWorker: (the bytes it answered until it
-    closed the connection or ended the request, what the C path returned for it, the log)."""
-    path = str(tmp_path / f"w{int(use_c)}.sock")
-    with worker_rig(path, app, use_c, **config) as rig:
+    closed the connection or ended the request, the log)."""
+    path = str(tmp_path / "w.sock")
+    with worker_rig(path, app, **config) as rig:
         worker, listener, client = rig.worker, rig.listener, rig.client
         received: list[bytes] = []
 
         def read() -> None:  # concurrently: a large answer does not fit in the socket's buffer
             client.settimeout(10)
             out = b""
-            while out[-16:-14] != END:  # up to END_REQUEST, or the close
+            while True:  # until the worker closes the connection (no keep-conn)
                 chunk = client.recv(1 << 20)
                 if not chunk:
                     break
@@ -69,11 +54,12 @@ def serve(
             if close_client:
                 client.close()
                 worker._accept(listener)
-                return b"", rig.returned, rig.log
+                return b"", rig.log
             reader.start()
             worker._accept(listener)
+            assert not worker._conns, "the connection (without keep-conn) is closed after its request"
             reader.join(10)
-            return received[0], rig.returned, rig.log
+            return received[0], rig.log
         finally:
             if reader.is_alive():  # the worker raised (test_base_exceptions_propagate): wake it
                 with contextlib.suppress(OSError):
@@ -84,15 +70,14 @@ def serve(
 GET = request_bytes(captured_requests()["/keep/1"])
 
 
-def same(tmp_path: Path, app: Any, data: bytes = GET, taken: Any = True, **config: Any) -> bytes:
-    c_out, returned, c_log = serve(tmp_path, app, data, True, **config)
-    py_out, _, py_log = serve(tmp_path, app, data, False, **config)
-    assert c_out == py_out
-    assert [(level, msg.split("\n")[0]) for level, msg in c_log] == [
-        (level, msg.split("\n")[0]) for level, msg in py_log
-    ]
-    assert returned == (taken if isinstance(taken, list) else [taken])
-    return c_out
+def answer(tmp_path: Path, app: Any, data: bytes = GET, **config: Any) -> bytes:
+    """The STDOUT of the one answer to ``data``, checked to be a well-formed FastCGI answer
+    with nothing after its END_REQUEST."""
+    out, _ = serve(tmp_path, app, data, **config)
+    answers, tail = parse_answer(out)
+    assert len(answers) == 1 and answers[0].rid == 1
+    assert tail == b"", f"bytes after END_REQUEST: {tail!r}"
+    return answers[0].stdout
 
 
 def app_of(result: Any, status: str = "200 OK", headers: list[tuple[str, str]] | None = None) -> Any:
@@ -124,7 +109,7 @@ BIG = bytes(range(256)) * 1024  # 256 KiB: four records and a bit, past LARGE_BO
     ids=lambda r: "callable" if callable(r) else f"{type(r).__name__}{len(r)}",
 )
 def test_results(tmp_path, result):
-    out = same(tmp_path, app_of(result))
+    out = answer(tmp_path, app_of(result))
     assert b"Status: 200 OK" in out
 
 
@@ -139,8 +124,9 @@ def test_declared_length_ends_the_request_at_its_chunk(tmp_path, length):
         yield b""
         yield b"!"
 
-    out = same(tmp_path, app_of(body, headers=[("Content-Length", str(length))]))
-    assert out.endswith(b"\0" * 8)
+    out = answer(tmp_path, app_of(body, headers=[("Content-Length", str(length))]))
+    body_sent = out.partition(b"\r\n\r\n")[2]
+    assert body_sent == b"hello world!"[: max(length, 6)] if length < 12 else body_sent == b"hello world!"
 
 
 def test_write_callable(tmp_path):
@@ -151,7 +137,7 @@ def test_write_callable(tmp_path):
         write(b"")
         return [b"returned"]
 
-    out = same(tmp_path, app)
+    out = answer(tmp_path, app)
     assert b"written " in out and b"bytearray " in out and b"returned" in out
 
 
@@ -160,14 +146,14 @@ def test_lazy_start_response_in_a_generator(tmp_path):
         start_response("201 Created", [("X-A", "1")])
         yield b"made"
 
-    assert b"Status: 201 Created" in same(tmp_path, app)
+    assert b"Status: 201 Created" in answer(tmp_path, app)
 
 
 def test_unusual_headers_go_to_the_reference(tmp_path):
     """A status without a phrase, header values that are not plain str: the reference
     block; a CR in a value: InvalidResponse, a 500."""
-    assert b"Status: 204\r\n" in same(tmp_path, app_of([b""], "204", [("X-B", "b")]))
-    assert b"Status: 500" in same(tmp_path, app_of([b"no"], "200 OK", [("X-C", "a\r\nb")]))
+    assert b"Status: 204\r\n" in answer(tmp_path, app_of([b""], "204", [("X-B", "b")]))
+    assert b"Status: 500" in answer(tmp_path, app_of([b"no"], "200 OK", [("X-C", "a\r\nb")]))
 
 
 @pytest.mark.parametrize(
@@ -211,8 +197,11 @@ def test_errors(tmp_path, case):
 
         return body()
 
-    out = same(tmp_path, app)
-    assert out[-16:-14] == END
+    out = answer(tmp_path, app)
+    if case in ("raise-mid-body", "str-chunk"):  # after output: the response ends where it was
+        assert out.startswith(b"Status: 200 OK") and not out.endswith(b"Internal Server Error\n")
+    else:
+        assert out.startswith(b"Status: 500 Internal Server Error")
 
 
 def test_exc_info_replaces_the_status_until_output(tmp_path):
@@ -226,7 +215,7 @@ def test_exc_info_replaces_the_status_until_output(tmp_path):
             start_response("503 Service Unavailable", [("Retry-After", "1")], sys.exc_info())
         return [b"sorry"]
 
-    assert b"Status: 503 Service Unavailable" in same(tmp_path, app)
+    assert b"Status: 503 Service Unavailable" in answer(tmp_path, app)
 
 
 def test_close_is_called_once_and_its_error_logged(tmp_path):
@@ -246,8 +235,8 @@ def test_close_is_called_once_and_its_error_logged(tmp_path):
 
     for fail in (False, True):
         closed.clear()
-        same(tmp_path, app_of(lambda f=fail: Body(f)))
-        assert closed == [1, 1]  # once per path
+        answer(tmp_path, app_of(lambda f=fail: Body(f)))
+        assert closed == [1]
 
 
 def test_file_wrapper_result(tmp_path):
@@ -258,7 +247,7 @@ def test_file_wrapper_result(tmp_path):
         start_response("200 OK", [("Content-Length", str(len(BIG)))])
         return environ["wsgi.file_wrapper"](open(path, "rb"))
 
-    assert BIG[:1000] in same(tmp_path, app)
+    assert BIG[:1000] in answer(tmp_path, app)
 
 
 def test_post_body_and_limits(tmp_path):
@@ -267,19 +256,17 @@ def test_post_body_and_limits(tmp_path):
         return [environ["wsgi.input"].read()]
 
     post = captured_requests()["/form"]
-    assert b"a=1&b=2" in same(tmp_path, echo, request_bytes(post, b"a=1&b=2"))
-    # Over --max-body-size, or with FCGI_KEEP_CONN: the Python path answers.
+    assert b"a=1&b=2" in answer(tmp_path, echo, request_bytes(post, b"a=1&b=2"))
+    # A body in several records, cut anywhere.
+    cut = request_bytes(post, b"a=1&b=2" * 5000, body_cuts=(1, 7, 70000))
+    assert answer(tmp_path, echo, cut).endswith(b"a=1&b=2" * 5000)
+    # Over --max-body-size, declared or not.
     big = [(k, b"2000" if k == b"CONTENT_LENGTH" else v) for k, v in post]
-    out = same(tmp_path, echo, request_bytes(big, b"x" * 2000), "tuple", max_body_bytes=1000)
+    out = answer(tmp_path, echo, request_bytes(big, b"x" * 2000), max_body_bytes=1000)
     assert b"Status: 413" in out
     unsaid = [(k, b"" if k == b"CONTENT_LENGTH" else v) for k, v in post]  # no length to check
-    out = same(tmp_path, echo, request_bytes(unsaid, b"x" * 2000), "tuple", max_body_bytes=1000)
+    out = answer(tmp_path, echo, request_bytes(unsaid, b"x" * 2000), max_body_bytes=1000)
     assert b"Status: 413" in out
-    # FCGI_KEEP_CONN: the worker's codec adopts it, serve_request serves it (test_serve_kept.py)
-    assert b"a=1" in same(tmp_path, echo, request_bytes(post, b"a=1", keep=True), ["tuple", True])
-    # Not one whole request (the body's end missing): the codec.
-    _, returned, _ = serve(tmp_path, app_of([b"x"]), request_bytes(post, b"a=1")[:-8], True)
-    assert returned == [None]
 
 
 def test_a_fresh_context_per_request(tmp_path):
@@ -290,15 +277,12 @@ def test_a_fresh_context_per_request(tmp_path):
         var.set(var.get() + 1)
         return [str(var.get()).encode()]
 
-    assert same(tmp_path, app).count(b"\r\n\r\n1") == 1
+    assert answer(tmp_path, app).count(b"\r\n\r\n1") == 1
 
 
 def test_client_gone(tmp_path):
     """The web server closed the connection before the answer: logged, nothing raised."""
-    _, returned, log = serve(tmp_path, app_of([b"late"]), GET, True, close_client=True)
-    _, _, py_log = serve(tmp_path, app_of([b"late"]), GET, False, close_client=True)
-    assert returned == [True]
-    assert log == py_log
+    _, log = serve(tmp_path, app_of([b"late"]), GET, close_client=True)
     assert [level for level, _ in log] == [logging.INFO]
     assert "web server closed the connection during GET /keep/1: [Errno 32]" in log[0][1]
 
@@ -307,35 +291,8 @@ def test_base_exceptions_propagate(tmp_path):
     def app(environ, start_response):
         raise KeyboardInterrupt
 
-    for use_c in (True, False):
-        with pytest.raises(KeyboardInterrupt):
-            serve(tmp_path, app, GET, use_c)
-
-
-@pytest.mark.parametrize(
-    "config",
-    [
-        {"status_path": "/status"},
-        {"request_timeout_s": 30.0},
-        {"forward_stderr": True},
-        {"threads": 2},
-        {"max_requests_per_connection": 0},
-        {"debug": True},
-    ],
-)
-def test_not_used_where_only_the_python_path_can(config):
-    from gateway.workers.sync_threads import ThreadedSyncWorker
-
-    cfg = Config(app="x:y", **config)
-    cls = ThreadedSyncWorker if cfg.threads > 1 else SyncWorker
-    worker = cls(cfg, app_of([b""]), [])
-    worker._baseline = contextvars.copy_context()
-    if "status_path" in config:
-        worker.pages = object()  # type: ignore[assignment]
-    assert fastserve.make_server(worker) is None
-    plain = SyncWorker(Config(app="x:y"), app_of([b""]), [])
-    plain._baseline = contextvars.copy_context()
-    assert fastserve.make_server(plain) is not None
+    with pytest.raises(KeyboardInterrupt):
+        serve(tmp_path, app, GET)
 
 
 def test_a_kept_write_cannot_reach_a_later_connection(tmp_path):
@@ -347,15 +304,13 @@ def test_a_kept_write_cannot_reach_a_later_connection(tmp_path):
         kept.append(start_response("200 OK", []))
         return [b"first"]
 
-    for use_c in (True, False):
-        kept.clear()
-        serve(tmp_path, app, GET, use_c)
-        other = socket.socket(socket.AF_UNIX)  # likely given the fd number just closed
-        try:
-            with pytest.raises(AssertionError, match="after the response ended"):
-                kept[0](b"late")
-        finally:
-            other.close()
+    serve(tmp_path, app, GET)
+    other = socket.socket(socket.AF_UNIX)  # likely given the fd number just closed
+    try:
+        with pytest.raises(AssertionError, match="after the response ended"):
+            kept[0](b"late")
+    finally:
+        other.close()
 
 
 @pytest.mark.parametrize("after", ["raise", "text", "bytes"])
@@ -370,8 +325,8 @@ def test_after_the_declared_length(tmp_path, after):
             raise RuntimeError("after the end")
         yield "text" if after == "text" else b"more"
 
-    out = same(tmp_path, app_of(body, headers=[("Content-Length", "5")]))
-    assert out.count(END) == 1 and out.endswith(b"\0" * 8)
+    out = answer(tmp_path, app_of(body, headers=[("Content-Length", "5")]))
+    assert out.endswith(b"\r\n\r\n12345")
 
 
 def test_a_socket_with_a_timeout(tmp_path):
@@ -381,37 +336,26 @@ def test_a_socket_with_a_timeout(tmp_path):
     before = socket.getdefaulttimeout()
     socket.setdefaulttimeout(5)
     try:
-        out = same(tmp_path, app_of([BIG] * 8))  # 2 MiB
+        out = answer(tmp_path, app_of([BIG] * 8))  # 2 MiB
     finally:
         socket.setdefaulttimeout(before)
     assert len(out) > 8 * len(BIG)
 
 
 def test_an_escaping_exception_closes_the_connection(tmp_path):
-    """A BaseException out of the app leaves the C path: the connection, never registered
-    with the worker, is closed on the way (the client sees the end, not a hang)."""
+    """A BaseException out of the app ends the worker (it propagates); the connection is
+    closed on the way out, so the client sees the end, not a hang."""
 
     def app(environ, start_response):
         raise SystemExit(3)
 
     path = str(tmp_path / "exit.sock")
-    listener = socket.socket(socket.AF_UNIX)
-    listener.bind(path)
-    listener.listen(1)
-    client = socket.socket(socket.AF_UNIX)
-    client.connect(path)
-    client.sendall(GET)
-    sock, _ = listener.accept()
-    worker = SyncWorker(Config(app="x:y"), app, [])
-    worker._baseline = contextvars.copy_context()
-    server = fastserve.make_server(worker)
-    try:
+    with worker_rig(path, app) as rig:
+        rig.client.connect(path)
+        rig.client.sendall(GET)
         with pytest.raises(SystemExit):
-            server.serve(sock, sock.recv(65536))
-        assert sock.fileno() == -1
-        client.settimeout(5)
-        assert client.recv(100) == b""
-    finally:
-        sock.close()
-        client.close()
-        listener.close()
+            rig.worker._accept(rig.listener)
+        for conn in list(rig.worker._conns.values()):  # as SyncWorker.run's finally does
+            rig.worker._close(conn)
+        rig.client.settimeout(5)
+        assert rig.client.recv(100) == b""

@@ -1,9 +1,9 @@
-"""FastCGI request bytes for the C fast-path tests (tests/wsgi/test_fastpath.py,
-tests/wsgi/test_serve.py and tests/asgi/test_asgi_fastpath.py): one whole request, its
-streams cut in records at chosen points, the ways to make bytes that are not one whole
-simple request, and what the codec (the reference) makes of bytes; and a sync worker
-listening on a unix socket, for tests that drive its accept path (``worker_rig``: with a
-client socket, the C serve path when asked, and the log lines)."""
+"""A sync worker listening on a unix socket, driven through its accept path by tests
+(``worker_rig``, with a client socket and the log lines); FastCGI request bytes with their
+streams cut in records at chosen points (``request_bytes``); and ``parse_answer``, which
+checks that what the worker wrote is a well-formed FastCGI answer: records of request ids
+it was asked, one END_REQUEST per request ending its streams, nothing of a request after
+its END_REQUEST."""
 
 from __future__ import annotations
 
@@ -14,20 +14,13 @@ import logging
 import os
 import select
 import socket
+import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config import Config
-from gateway.protocol import (
-    FastCGIConnection,
-    RemoteProtocolError,
-    RequestReceived,
-    StdinEnded,
-    StdinReceived,
-)
 from gateway.protocol.records import encode_begin_request, encode_pairs, pack_header
-from gateway.workers.fastserve import make_server
 from gateway.workers.sync_worker import SyncWorker
 
 
@@ -54,33 +47,6 @@ def request_bytes(
         + stream(4, encode_pairs(params), params_cuts)
         + stream(5, body, body_cuts)
     )
-
-
-#: Changes that make a whole request something the fast paths must leave to the codec.
-NOT_ONE_WHOLE_REQUEST = [
-    lambda d: d[:-8],  # no empty STDIN
-    lambda d: d + record(5, 1),  # more after the request
-    lambda d: d + encode_begin_request(2),  # a second request
-    lambda d: d[:1] + b"\x02" + d[2:],  # not BEGIN_REQUEST first
-    lambda d: b"\x02" + d[1:],  # another version
-    lambda d: d[:9] + b"\x02" + d[10:],  # role AUTHORIZER
-    lambda d: d[:2] + b"\x00\x00" + d[4:],  # request id 0
-    lambda d: record(9, 0, encode_pairs([(b"FCGI_MAX_CONNS", b"")])) + d,  # management first
-]
-
-
-def codec_whole(codec: FastCGIConnection, data: bytes) -> tuple[RequestReceived, bytes] | None:
-    """What the codec (the reference) makes of ``data``: the request and its body when it is
-    exactly one whole request, else None (a protocol error included)."""
-    try:
-        events = codec.feed(data)
-    except RemoteProtocolError:
-        return None
-    if codec.data_to_send() or not events or type(events[0]) is not RequestReceived:
-        return None
-    if type(events[-1]) is not StdinEnded or any(type(e) is not StdinReceived for e in events[1:-1]):
-        return None
-    return events[0], b"".join(e.data for e in events[1:-1])
 
 
 def listening_sync_worker(path: str, app: Any, config: Config) -> tuple[SyncWorker, socket.socket]:
@@ -115,46 +81,23 @@ def capture_gateway_log(records: list[tuple[int, str]]) -> Callable[[], None]:
     return stop
 
 
-def use_c_serve_path(worker: SyncWorker, returned: list[Any]) -> None:
-    """Give ``worker`` the C serve path (its configuration must allow it), appending to
-    ``returned`` what each call gives: ``serve``'s None, True or "tuple", and
-    ``serve_request``'s None or ok."""
-    server = make_server(worker)
-    assert server is not None
-
-    def serve(sock: Any, data: bytes) -> Any:
-        out = server.serve(sock, data)
-        returned.append(out if out is None or out is True else "tuple")
-        return out
-
-    def serve_request(*args: Any) -> Any:
-        out = server.serve_request(*args)
-        returned.append(out)
-        return out
-
-    worker._fast_serve, worker._fast_kept = serve, serve_request
-
-
 @dataclass
 class Rig:
-    """A listening sync worker, a client socket for it (not yet connected), what its C
-    serve path returned and the gateway's log lines."""
+    """A listening sync worker, a client socket for it (not yet connected) and the
+    gateway's log lines."""
 
     worker: SyncWorker
     listener: socket.socket
     client: socket.socket
-    returned: list[Any] = field(default_factory=list)
     log: list[tuple[int, str]] = field(default_factory=list)
 
 
 @contextlib.contextmanager
-def worker_rig(path: str, app: Any, use_c: bool, **config: Any) -> Iterator[Rig]:
-    """``listening_sync_worker`` at ``path`` (with the C serve path when ``use_c``), its log
-    captured; everything closed and the socket file removed afterwards."""
+def worker_rig(path: str, app: Any, **config: Any) -> Iterator[Rig]:
+    """``listening_sync_worker`` at ``path``, its log captured; everything closed and the
+    socket file removed afterwards."""
     worker, listener = listening_sync_worker(path, app, Config(app="x:y", **config))
     rig = Rig(worker, listener, socket.socket(socket.AF_UNIX))
-    if use_c:
-        use_c_serve_path(worker, rig.returned)
     stop_capture = capture_gateway_log(rig.log)
     try:
         yield rig
@@ -166,3 +109,61 @@ def worker_rig(path: str, app: Any, use_c: bool, **config: Any) -> Iterator[Rig]
             worker._close(conn)
         worker._ep.close()
         listener.close()
+
+
+STDOUT, STDERR, END_REQUEST = 6, 7, 3
+
+
+@dataclass
+class Answer:
+    """One request's answer, as the worker wrote it."""
+
+    rid: int
+    stdout: bytes
+    stderr: bytes
+    app_status: int
+    protocol_status: int
+
+
+def parse_answer(data: bytes) -> tuple[list[Answer], bytes]:
+    """The answers in ``data``, in the order their END_REQUESTs came, and what followed the
+    last END_REQUEST (only an empty STDERR record may: the close signal nginx understands).
+    Fails the test on anything malformed: a record cut short, a record type a worker never
+    sends, output of a request after its END_REQUEST, a stream not ended before
+    END_REQUEST, a second END_REQUEST."""
+    answers: list[Answer] = []
+    open_: dict[int, dict[str, Any]] = {}
+    ended: set[int] = set()
+    pos = 0
+    tail_start = 0
+    while pos < len(data):
+        assert len(data) - pos >= 8, f"a record header cut short at byte {pos}"
+        version, rtype, rid, clen, plen = struct.unpack_from("!BBHHBx", data, pos)
+        assert version == 1
+        content = data[pos + 8 : pos + 8 + clen]
+        assert len(content) == clen, f"record content cut short at byte {pos}"
+        pos += 8 + clen + plen
+        assert rtype in (STDOUT, STDERR, END_REQUEST), f"record type {rtype} from the worker"
+        if rtype == STDERR and not clen and rid in ended:
+            continue  # the empty STDERR after an ending: "this connection closes"
+        assert rid not in ended, f"a record of type {rtype} for request {rid} after its END_REQUEST"
+        state = open_.setdefault(rid, {"out": b"", "err": b"", "out_end": False, "err_used": False})
+        if rtype == STDOUT:
+            assert not state["out_end"], "STDOUT after the empty STDOUT"
+            if clen:
+                state["out"] += content
+            else:
+                state["out_end"] = True
+        elif rtype == STDERR:
+            state["err_used"] = True
+            state["err"] += content
+        else:
+            assert clen == 8, "END_REQUEST body of 8 bytes"
+            assert state["out_end"], f"END_REQUEST of request {rid} before its empty STDOUT"
+            app_status, protocol_status = struct.unpack("!LB3x", content)
+            answers.append(Answer(rid, state["out"], state["err"], app_status, protocol_status))
+            ended.add(rid)
+            del open_[rid]
+            tail_start = pos
+    assert not open_, f"requests {sorted(open_)} without END_REQUEST"
+    return answers, data[tail_start:]
