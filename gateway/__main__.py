@@ -1,17 +1,17 @@
-"""``python -m gateway``: the ``fcgi-gateway`` command, with click kept out of the master.
+"""``python -m gateway`` and the ``fcgi-gateway`` command, with click kept out of the
+serving processes.
 
-Every page the master holds when it forks counts in each worker's RSS, and click with the
-option table is about 2 MB that a serving process never uses again. So the command line
-is parsed in a short-lived child process: it runs click (``gateway.cli``) as the command
-would, and ``serve``, given a list as click's ``obj``, appends its Config there instead
-of serving; the child sends that Config (its fields as a Python literal) back on a pipe
-and exits. The parent, which never imported click, then serves it. Every other command
-(``--help``, ``ping``, ``request``, ``check``...) and every usage error runs entirely in
-the child; the parent exits with the child's status. The parent ignores SIGINT while it
-waits (as ``os.system`` does): the child answers Ctrl-C the way the command always did.
-
-Memory freed after use (importing click in the master, then unloading it) stayed
-resident in pymalloc's arenas: measured 0.3 MB saved instead of 2 MB.
+Why: every page the master holds when it forks counts in the RSS of each worker, and click
+with the option table is never used again once the options are parsed. Unloading click
+after use does not give that memory back (it stays in pymalloc's arenas), so the command
+line is parsed in a short-lived child process instead: it runs click (``gateway.cli``) as
+the command would, and ``serve``, given a list as click's ``obj``, appends its Config there
+instead of serving; the child sends that Config (its fields as a Python literal) back on a
+pipe and exits. The parent, which never imported click, then serves it. Every other
+command (``--help``, ``ping``, ``request``, ``check``...) and every usage error runs
+entirely in the child; the parent exits with the child's status. The parent ignores SIGINT
+while it waits (as ``os.system`` does): the child answers Ctrl-C the way the command always
+did. tests/process/test_memory_footprint.py checks that no serving process imports click.
 """
 
 from __future__ import annotations

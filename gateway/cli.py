@@ -10,7 +10,7 @@ Precedence: command line > environment > defaults.
 statuses ``EXIT_*``), unless the group was invoked with a list as ``obj``: then it appends
 its Config to that list and returns. ``python -m gateway`` (gateway/__main__.py) parses
 this way in a short-lived child process and serves in a process that never imported
-click (about 2 MB less in the master and in every worker).
+click (so that neither the master nor its workers hold it; see gateway/__main__.py).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The command line's exit statuses, and ``run_server``: serve a Config and map every
 failure to its status. With gateway/cli.py this is the only place that decides exit codes;
 it is kept apart from cli.py (and from click) so that ``python -m gateway`` can serve in a
-process that never imported click (see gateway/__main__.py: about 2 MB less in the master
-and in every worker).
+process that never imported click (see gateway/__main__.py: neither the master nor its
+workers hold click).
 """
 
 from __future__ import annotations

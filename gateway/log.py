@@ -75,7 +75,7 @@ def configure(
     if access_log:
         add(access, _file_handler(access_log), logging.Formatter("%(message)s"))
     if log_config:
-        from logging.config import dictConfig  # only for --log-config (about 1 MB)
+        from logging.config import dictConfig  # only for --log-config: every worker would hold it
 
         dictConfig(load_log_config(log_config))
 

@@ -6,13 +6,13 @@ exit statuses (gateway/exits.py). The master binds once and runs the arbiter; wo
 Memory: every page resident in the master when it forks counts in each worker's RSS, so
 the master imports only what its workers will use. When the Config decides the worker
 kind (``--worker``, or ``--interface``), only that worker's module is imported before
-forking: the sync worker needs no asyncio (with ssl about 5 MB per process). When the
-kind follows the app (``auto``), both are (``AUTO_KINDS``): importing asyncio after fork
-would cost each async worker about 3.5 MB more (its own copy of asyncio's objects, and
-the pages of libcrypto and uvloop its initialisation touches), while in the master it is
-paid once and shared. With ``--preload`` the master loads the app too. The status pages,
-the scoreboard and the status server are imported only when configured, the isolation
-layer only when a checker runs (``any_checker``); with ``--user``/``--group``
+forking: the sync worker needs no asyncio (nor the ssl module it brings). When the kind
+follows the app (``auto``), both are (``AUTO_KINDS``): importing asyncio after fork would
+cost each async worker its own copy of asyncio's objects and of the pages of libcrypto and
+uvloop its initialisation touches, while in the master it is paid once and shared (see
+docs/benchmarks.md for the worker RSS). With ``--preload`` the master loads the app too.
+The status pages, the scoreboard and the status server are imported only when configured,
+the isolation layer only when a checker runs (``any_checker``); with ``--user``/``--group``
 the worker imports what it may still need before dropping privileges (the Python
 installation may not be readable by that account).
 """

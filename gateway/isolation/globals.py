@@ -20,7 +20,7 @@ The check runs in ``thread_exit``: in the thread that ran the request, right aft
 response was closed (on the async worker's WSGI bridge that is before ``after_request``).
 The common case reads only, without a lock, in two C loops: ``len()`` of each app
 namespace and container, then ``all(map(operator.is_, map(dict.get, namespaces, names),
-snapshot))`` over the watched names (~20 ns an item). Only when one differs
+snapshot))`` over the watched names (no Python bytecode per item). Only when one differs
 are the names compared one by one, under a lock.
 
 Findings: ``global-rebound`` (a state name now bound to another object, added or deleted;

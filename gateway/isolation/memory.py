@@ -1,4 +1,4 @@
-"""Memory checker: RSS growth per request (one read of /proc/self/statm, about 2 µs).
+"""Memory checker: RSS growth per request (one read of /proc/self/statm after each).
 
 Reports ``memory-growth`` when one request grew the worker's RSS by more than the
 threshold (``FCGI_GATEWAY_MEMORY_GROWTH``, default 8 MiB): the signature of a cache or a

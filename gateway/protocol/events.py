@@ -1,8 +1,9 @@
 """Events the codec emits for the worker.
 
 Events are immutable NamedTuples rather than frozen dataclasses: construction is a plain
-tuple.__new__ (about 3x cheaper than a frozen dataclass's __init__, measured), and several
-are built per request on the hot path. Workers dispatch with ``type(event) is X``.
+tuple.__new__ (cheaper than a frozen dataclass's __init__, which sets each field through
+object.__setattr__), and several are built per request on the hot path. Workers dispatch
+with ``type(event) is X``.
 """
 
 from __future__ import annotations

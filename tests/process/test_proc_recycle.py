@@ -94,8 +94,8 @@ def test_max_requests_under_load(served, wrk, app, worker, method, keep_conn, du
     low, high = MAX_REQUESTS, MAX_REQUESTS + JITTER + (1 if keep_conn else 0)
     # And a connection the worker accepted before its limit, whose request was still on the
     # way (nginx connects, then writes), is served when the request comes, after the limit
-    # (closing it unanswered would be a 502): a rare race, seen once in ~1,100 workers in
-    # CI. So a few workers, not a steady share, may serve one more.
+    # (closing it unanswered would be a 502): a rare race, seen in CI. So a few workers, not
+    # a steady share, may serve one more.
     counts_all = {**recycled, **partial}
     wrong = {pid: n for pid, n in recycled.items() if n < low}
     wrong.update({pid: n for pid, n in counts_all.items() if n > high + 1})
@@ -150,8 +150,8 @@ def test_max_memory_recycles_before_the_limit_is_exceeded(served, wrk, app_modul
     assert result.failed == 0, result.summary()
     assert len(recycled) >= 5
     # The request that crosses the limit grows the worker by its 2 MiB plus what the
-    # interpreter's own heap took meanwhile: up to one pymalloc arena (1 MiB; seen: 0.6 MiB
-    # once in ~5,000 requests). A check missed between two requests would add 2 MiB more.
+    # interpreter's own heap took meanwhile: up to one pymalloc arena (1 MiB; seen, rarely).
+    # A check missed between two requests would add 2 MiB more.
     assert highest <= 64 * MiB + 2 * MiB + MiB, f"{highest / MiB:.1f} MiB"
     # Each one was recycled for max-memory, not for something else ...
     log = s.gateway.log_text()
