@@ -3,8 +3,9 @@ click-free half) the only place that decides exit codes.
 
 ``fcgi-gateway APP`` serves (``serve`` is the default command). The serve options are one
 table, ``SERVE_OPTIONS``: each row names the Config field it fills, so an option is
-written once (CLI flag, ``FCGI_GATEWAY_<OPTION>`` environment variable, help text).
-Precedence: command line > environment > defaults.
+written once (CLI flag, ``FCGI_GATEWAY_<OPTION>`` environment variable, help text), and
+its default is that field's default in gateway/config.py (shown by ``--help`` in the
+option's own units). Precedence: command line > environment > config file > defaults.
 
 ``serve`` runs the server (``gateway.exits.run_server`` maps its failures to the exit
 statuses ``EXIT_*``), unless the group was invoked with a list as ``obj``: then it appends
@@ -24,7 +25,17 @@ from typing import Any
 import click
 
 from . import __version__
-from .config import INTERFACES, LIFESPAN_MODES, LOOPS, WORKER_KINDS, Config, parse_duration, parse_size
+from .config import (
+    INTERFACES,
+    LIFESPAN_MODES,
+    LOOPS,
+    WORKER_KINDS,
+    Config,
+    format_duration,
+    format_size,
+    parse_duration,
+    parse_size,
+)
 from .errors import ConfigError
 from .exits import EXIT_APP_LOAD, EXIT_BIND, EXIT_CONFIG, EXIT_ERROR, EXIT_LIFESPAN, EXIT_OK, run_server
 from .isolation.setup import checker_names, parse_policies
@@ -37,9 +48,12 @@ __all__ = ["EXIT_APP_LOAD", "EXIT_BIND", "EXIT_CONFIG", "EXIT_ERROR", "EXIT_LIFE
 
 
 class _UnitType(click.ParamType):
-    def __init__(self, name: str, parse: Callable[[Any], Any]) -> None:
+    """A value with units: ``parse`` reads the text, ``show`` writes a default for --help."""
+
+    def __init__(self, name: str, parse: Callable[[Any], Any], show: Callable[[Any], str]) -> None:
         self.name = name
         self.parse = parse
+        self.show = show
 
     def convert(self, value: Any, param: Any, ctx: Any) -> Any:
         try:
@@ -57,14 +71,15 @@ def _octal(value: Any) -> int:
         raise ConfigError(f"{value!r} is not an octal mode such as 0660") from None
 
 
-SIZE = _UnitType("size", parse_size)
-DURATION = _UnitType("duration", parse_duration)
-OCTAL = _UnitType("mode", _octal)
+SIZE = _UnitType("size", parse_size, format_size)
+DURATION = _UnitType("duration", parse_duration, format_duration)
+OCTAL = _UnitType("mode", _octal, lambda mode: f"{mode:04o}")
 
 
 @dataclass(frozen=True)
 class Opt:
-    """One serve option: click declarations + the Config field it sets."""
+    """One serve option: click declarations + the Config field it sets (and whose default
+    it takes; ``kwargs`` never holds a default)."""
 
     decls: tuple[str, ...]
     field: str
@@ -79,11 +94,11 @@ def _o(*decls: str, field: str, help: str, **kwargs: Any) -> Opt:
 SERVE_OPTIONS: tuple[Opt, ...] = (
     # sockets
     _o("-b", "--bind", field="binds", multiple=True,
-       help="Listen on HOST:PORT, [::1]:PORT, unix:/PATH or fd://N. Repeatable. [default: 127.0.0.1:9000]"),
-    _o("--backlog", field="backlog", type=click.IntRange(1, 65535), default=2048, help="Listen backlog."),
-    _o("--socket-mode", field="socket_mode", type=OCTAL, default="0660",
+       help="Listen on HOST:PORT, [::1]:PORT, unix:/PATH or fd://N. Repeatable."),
+    _o("--backlog", field="backlog", type=click.IntRange(1, 65535), help="Listen backlog."),
+    _o("--socket-mode", field="socket_mode", type=OCTAL,
        help="Permissions of unix sockets (never world-writable unless --allow-world-writable)."),
-    _o("--socket-owner", field="socket_owner", default=None,
+    _o("--socket-owner", field="socket_owner",
        help="USER[:GROUP] owning unix sockets (e.g. www-data)."),
     _o("--allow-world-writable", field="allow_world_writable", is_flag=True,
        help="Permit a world-writable --socket-mode."),
@@ -91,17 +106,17 @@ SERVE_OPTIONS: tuple[Opt, ...] = (
     _o("--factory", field="factory", is_flag=True, help="APP is a callable returning the application."),
     _o("--chdir", field="chdir", type=click.Path(file_okay=False, exists=True),
        help="Change to this directory before loading the app."),
-    _o("--app-dir", field="app_dir", default=".", help="Directory added to sys.path before importing APP."),
-    _o("--interface", field="interface", type=click.Choice(INTERFACES), default="auto",
+    _o("--app-dir", field="app_dir", help="Directory added to sys.path before importing APP."),
+    _o("--interface", field="interface", type=click.Choice(INTERFACES),
        help="Application interface."),
-    _o("--root-path", field="root_path", default="",
+    _o("--root-path", field="root_path",
        help="Mount point of the app (ASGI root_path / WSGI SCRIPT_NAME)."),
-    _o("--lifespan", field="lifespan", type=click.Choice(LIFESPAN_MODES), default="auto",
+    _o("--lifespan", field="lifespan", type=click.Choice(LIFESPAN_MODES),
        help="ASGI lifespan protocol."),
     # workers
-    _o("--worker", field="worker", type=click.Choice(WORKER_KINDS), default="auto",
+    _o("--worker", field="worker", type=click.Choice(WORKER_KINDS),
        help="Worker kind: auto = sync for WSGI, async for ASGI."),
-    _o("-w", "--workers", field="workers", type=click.IntRange(1, 512), default=1,
+    _o("-w", "--workers", field="workers", type=click.IntRange(1, 512),
        help="Worker processes (one per core is a good start; more for I/O-bound WSGI apps)."),
     _o("--preload", field="preload", is_flag=True,
        help="Load the app in the master before forking (shares memory; reloads keep the old code)."),
@@ -110,49 +125,49 @@ SERVE_OPTIONS: tuple[Opt, ...] = (
     _o("--reload-dir", field="reload_dirs", multiple=True,
        help="Directory watched by --reload (repeatable; default: --app-dir)."),
     _o("--reload-backend", field="reload_backend", type=click.Choice(("auto", "watchfiles", "polling")),
-       default="auto", help="How --reload notices changes (polling also works on network mounts)."),
-    _o("--loop", field="loop", type=click.Choice(LOOPS), default="auto",
+       help="How --reload notices changes (polling also works on network mounts)."),
+    _o("--loop", field="loop", type=click.Choice(LOOPS),
        help="Event loop of the async worker (auto: uvloop when installed)."),
-    _o("--threads", field="threads", type=click.IntRange(1, 1024), default=1,
+    _o("--threads", field="threads", type=click.IntRange(1, 1024),
        help="Sync worker: threads serving requests (1 = on the worker's own thread)."),
-    _o("--bridge-threads", field="bridge_threads", type=click.IntRange(1, 1024), default=10,
+    _o("--bridge-threads", field="bridge_threads", type=click.IntRange(1, 1024),
        help="Async worker with a WSGI app: a2wsgi thread pool size."),
     # recycling and timeouts
-    _o("--max-requests", field="max_requests", type=click.IntRange(0), default=0,
+    _o("--max-requests", field="max_requests", type=click.IntRange(0),
        help="Recycle a worker after this many requests (0 = never)."),
-    _o("--max-requests-jitter", field="max_requests_jitter", type=click.IntRange(0), default=0,
+    _o("--max-requests-jitter", field="max_requests_jitter", type=click.IntRange(0),
        help="Add 0..N to each worker's --max-requests."),
-    _o("--max-lifetime", field="max_lifetime_s", type=DURATION, default="0",
+    _o("--max-lifetime", field="max_lifetime_s", type=DURATION,
        help="Recycle a worker after this long (e.g. 1h)."),
-    _o("--max-lifetime-jitter", field="max_lifetime_jitter_s", type=DURATION, default="0",
+    _o("--max-lifetime-jitter", field="max_lifetime_jitter_s", type=DURATION,
        help="Add up to this much to each worker's --max-lifetime."),
-    _o("--max-memory", field="max_memory_bytes", type=SIZE, default="0",
+    _o("--max-memory", field="max_memory_bytes", type=SIZE,
        help="Recycle a worker whose RSS exceeds this after a request (e.g. 256M)."),
-    _o("--max-concurrent-recycles", field="max_concurrent_recycles", type=click.IntRange(1), default=1,
+    _o("--max-concurrent-recycles", field="max_concurrent_recycles", type=click.IntRange(1),
        help="Workers replaced at once for recycling."),
-    _o("--graceful-timeout", field="graceful_timeout_s", type=DURATION, default="30s",
+    _o("--graceful-timeout", field="graceful_timeout_s", type=DURATION,
        help="How long in-flight requests may run after SIGTERM."),
-    _o("--request-timeout", field="request_timeout_s", type=DURATION, default="0",
+    _o("--request-timeout", field="request_timeout_s", type=DURATION,
        help="Answer 504 and recycle the worker when a request runs longer (0 = off)."),
-    _o("--slow-request-timeout", field="slow_request_timeout_s", type=DURATION, default="0",
+    _o("--slow-request-timeout", field="slow_request_timeout_s", type=DURATION,
        help="Log the Python stack of requests running longer than this (0 = off)."),
-    _o("--slow-log", field="slow_log", type=click.Path(dir_okay=False), default=None,
+    _o("--slow-log", field="slow_log", type=click.Path(dir_okay=False),
        help="File for slow-request stacks (default: the error log)."),
-    _o("--heartbeat-timeout", field="heartbeat_timeout_s", type=DURATION, default="60s",
+    _o("--heartbeat-timeout", field="heartbeat_timeout_s", type=DURATION,
        help="Kill a worker whose loop has been silent this long (0 = off)."),
     # limits
-    _o("--max-body-size", field="max_body_bytes", type=SIZE, default=None,
+    _o("--max-body-size", field="max_body_bytes", type=SIZE,
        help="Largest request body (e.g. 10M); larger ones get 413."),
-    _o("--max-params-size", field="max_params_bytes", type=SIZE, default="256K",
+    _o("--max-params-size", field="max_params_bytes", type=SIZE,
        help="Largest FastCGI params block of one request."),
-    _o("--max-connections", field="max_connections", type=click.IntRange(1), default=1024,
+    _o("--max-connections", field="max_connections", type=click.IntRange(1),
        help="Connections served at once (reported as FCGI_MAX_CONNS)."),
-    _o("--read-timeout", field="read_timeout_s", type=DURATION, default="30s",
+    _o("--read-timeout", field="read_timeout_s", type=DURATION,
        help="Close a connection that sends no complete request (or stalls mid-body) this long."),
-    _o("--keepalive-timeout", field="keepalive_timeout_s", type=DURATION, default="75s",
+    _o("--keepalive-timeout", field="keepalive_timeout_s", type=DURATION,
        help="Close a kept-alive connection idle this long (keep it above nginx's keepalive_timeout)."),
     # isolation
-    _o("--isolation-checkers", field="isolation_checkers", default="auto",
+    _o("--isolation-checkers", field="isolation_checkers",
        help="Checkers run after each request: auto, all, none, or a list of globals, threadlocals, "
             "tasks, django, sqlalchemy, memory."),
     _o("--isolation-checker", field="isolation_user_checkers", multiple=True,
@@ -160,37 +175,37 @@ SERVE_OPTIONS: tuple[Opt, ...] = (
     _o("--isolation-policy", field="isolation_policies", multiple=True,
        help="KIND=POLICY for a finding kind; POLICY is log, repair, recycle or fail (repeatable)."),
     _o("--isolation-default-policy", field="isolation_default_policy",
-       type=click.Choice(("log", "repair", "recycle", "fail")), default="log",
+       type=click.Choice(("log", "repair", "recycle", "fail")),
        help="Policy for finding kinds without --isolation-policy."),
     # status and ping
-    _o("--status-path", field="status_path", default=None,
+    _o("--status-path", field="status_path",
        help="Answer this path with the PHP-FPM compatible status page (?json, ?openmetrics, ?full)."),
-    _o("--ping-path", field="ping_path", default=None, help="Answer this path with --ping-response."),
-    _o("--ping-response", field="ping_response", default="pong", help="Body of the ping page."),
+    _o("--ping-path", field="ping_path", help="Answer this path with --ping-response."),
+    _o("--ping-response", field="ping_response", help="Body of the ping page."),
     _o("--status-bind", field="status_binds", multiple=True,
        help="Extra address where the master itself answers the status and ping pages, even when "
             "every worker is busy. Repeatable."),
-    _o("--pool-name", field="pool_name", default="www", help="Pool name shown on the status page."),
+    _o("--pool-name", field="pool_name", help="Pool name shown on the status page."),
     _o("--allowed-clients", field="allowed_clients", multiple=True,
        help="Addresses or networks (127.0.0.1, 10.0.0.0/8) allowed to connect over TCP; others are "
             "closed and logged. Default: FCGI_WEB_SERVER_ADDRS when set, else everyone."),
-    _o("--user", field="user", default=None, help="Run the workers as this user (the master binds as root)."),
-    _o("--group", field="group", default=None, help="Run the workers with this group."),
+    _o("--user", field="user", help="Run the workers as this user (the master binds as root)."),
+    _o("--group", field="group", help="Run the workers with this group."),
     _o("--forward-stderr", field="forward_stderr", is_flag=True,
        help="Also send what a WSGI app writes to wsgi.errors to the web server as FCGI_STDERR."),
     # process and logging
-    _o("--pid", field="pid_file", type=click.Path(dir_okay=False), default=None,
+    _o("--pid", field="pid_file", type=click.Path(dir_okay=False),
        help="Write the master's pid to this file."),
-    _o("--error-log", field="error_log", default=None,
+    _o("--error-log", field="error_log",
        help="Error log file (default: stderr; - for stdout)."),
-    _o("--access-log", field="access_log", default=None,
+    _o("--access-log", field="access_log",
        help="Access log file, or - for stdout (default: off)."),
-    _o("--access-log-format", field="access_log_format", default=None,
+    _o("--access-log-format", field="access_log_format",
        help="%-format over remote_addr, time, method, uri, protocol, status, bytes, duration_ms, "
             "request_id, pid."),
-    _o("--log-config", field="log_config", type=click.Path(dir_okay=False, exists=True), default=None,
+    _o("--log-config", field="log_config", type=click.Path(dir_okay=False, exists=True),
        help="logging.config.dictConfig file (JSON, or TOML by extension) applied after the defaults."),
-    _o("--log-level", field="log_level", type=click.Choice(LEVELS), default="info", help="Error log level."),
+    _o("--log-level", field="log_level", type=click.Choice(LEVELS), help="Error log level."),
     _o("--debug", field="debug", is_flag=True, help="Show tracebacks in 500 responses (development only)."),
 )  # fmt: skip
 
@@ -239,13 +254,26 @@ def _use_config_file(ctx: click.Context, param: click.Parameter, value: str | No
     return value
 
 
+def option_default(opt: Opt) -> Any:
+    """The option's default: its Config field's, written in the option's units for a size,
+    duration or mode (``"256K"``, ``"30s"``, ``"0660"``: what ``--help`` shows; click parses
+    it back to the field's value). False for the one flag outside Config."""
+    if opt.field not in Config.field_names():
+        assert opt.kwargs.get("is_flag"), f"{opt.decls}: only a flag may lack a Config field"
+        return False
+    value = Config.default(opt.field)
+    kind = opt.kwargs.get("type")
+    return kind.show(value) if isinstance(kind, _UnitType) and value is not None else value
+
+
 def _add_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for opt in reversed(SERVE_OPTIONS):
         long = next(d for d in opt.decls if d.startswith("--"))
         envvar = "FCGI_GATEWAY_" + long[2:].upper().replace("-", "_")
+        default = option_default(opt)
         command = click.option(
             *opt.decls, opt.field, help=opt.help, envvar=envvar, show_envvar=True,
-            show_default=not opt.kwargs.get("is_flag") and opt.kwargs.get("default") not in (None, ""),
+            default=default, show_default=not opt.kwargs.get("is_flag") and default not in (None, "", ()),
             **opt.kwargs,
         )(command)  # fmt: skip
     return click.option(
@@ -260,7 +288,7 @@ def config_from_options(app: str, values: dict[str, Any]) -> Config:
     fields = dict(values)
     fields.pop("config_file", None)
     allow_ww = fields.pop("allow_world_writable", False)
-    fields["binds"] = tuple(fields.get("binds") or ()) or ("127.0.0.1:9000",)
+    fields["binds"] = tuple(fields.get("binds") or ()) or Config.default("binds")
     fields["reload_dirs"] = tuple(fields.get("reload_dirs") or ())
     fields["status_binds"] = tuple(fields.get("status_binds") or ())
     allowed = tuple(fields.get("allowed_clients") or ())
@@ -272,7 +300,7 @@ def config_from_options(app: str, values: dict[str, Any]) -> Config:
     fields["isolation_user_checkers"] = tuple(fields.get("isolation_user_checkers") or ())
     fields["isolation_policies"] = tuple(fields.get("isolation_policies") or ())
     parse_policies(fields["isolation_policies"])  # ConfigError early, in the master
-    checker_names(fields.get("isolation_checkers") or "auto")
+    checker_names(fields.get("isolation_checkers") or Config.default("isolation_checkers"))
     if fields.get("access_log_format"):
         check_access_format(fields["access_log_format"])
     fields["root_path"] = (fields.get("root_path") or "").rstrip("/")

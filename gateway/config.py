@@ -2,7 +2,10 @@
 
 ``Config`` is built once (by ``gateway.cli`` from the command line, the environment and an
 optional TOML file) and passed everywhere read-only. Field names carry their units
-(``*_bytes``, ``*_s``). ``parse_size``/``parse_duration`` reject nonsense instead of guessing
+(``*_bytes``, ``*_s``). Its field defaults are the only statement of the defaults: the
+command line takes them from here (``Config.default``) and shows them with
+``format_size``/``format_duration``, the inverses of the parsers.
+``parse_size``/``parse_duration`` reject nonsense instead of guessing
 (docs/protocol-notes.md, peer bug 20: "256m" must never become 256 bytes).
 """
 
@@ -56,6 +59,26 @@ def parse_duration(value: str | float | int) -> float:
     if not text or pos != len(text):
         raise ConfigError(f"invalid duration {value!r} (use e.g. 30, 500ms, 2m, 1h30m)")
     return total
+
+
+def format_size(value: int) -> str:
+    """The shortest text ``parse_size`` reads back as ``value``: 262144 -> ``"256K"``."""
+    for unit in ("t", "g", "m", "k"):
+        if value and value % _SIZE_UNITS[unit] == 0:
+            return f"{value // _SIZE_UNITS[unit]}{unit.upper()}"
+    return str(value)
+
+
+def format_duration(value: float) -> str:
+    """A text ``parse_duration`` reads back as ``value``: 30.0 -> ``"30s"``, 0.5 -> ``"500ms"``."""
+    if value == 0:
+        return "0"
+    if value == int(value):
+        return f"{int(value)}s"
+    if value < 1 and value * 1000 == int(value * 1000):
+        return f"{int(value * 1000)}ms"
+    text = repr(float(value))
+    return (f"{value:.9f}".rstrip("0") if "e" in text else text) + "s"
 
 
 INTERFACES = ("auto", "asgi", "wsgi")
@@ -148,6 +171,12 @@ class Config:
     @classmethod
     def field_names(cls) -> frozenset[str]:
         return frozenset(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """The default of field ``name`` (KeyError for a name that is not a field)."""
+        f = cls.__dataclass_fields__[name]
+        return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)

@@ -1,6 +1,7 @@
 """The command line as a user runs it: ``python -m gateway ...`` in a subprocess.
 
-Covers --version/--help, the default command (``fcgi-gateway APP`` = ``fcgi-gateway serve
+Covers --version/--help, the option defaults (those of Config, shown by --help in the
+options' units), the default command (``fcgi-gateway APP`` = ``fcgi-gateway serve
 APP``), app loading options (--factory, --chdir, --app-dir, --interface), options from
 FCGI_GATEWAY_* environment variables and their precedence, and the exit codes that only
 gateway.cli decides: 0 on SIGTERM/SIGINT, 2 for invalid options, 3 when the address cannot
@@ -19,7 +20,9 @@ from pathlib import Path
 import pytest
 
 from gateway import __version__
+from gateway.cli import SERVE_OPTIONS, config_from_options, serve
 from gateway.client import FastCGIClient
+from gateway.config import Config
 from tests.integration.nginx import can_connect, kill_group
 
 EXIT_CONFIG, EXIT_BIND, EXIT_APP_LOAD, EXIT_LIFESPAN = 2, 3, 4, 5
@@ -115,6 +118,31 @@ def test_help_lists_options_and_environment_variables():
         assert var in out, f"{var} missing from --help"
     status, serve_help = run_cli("serve", "--help")
     assert status == 0 and "FCGI_GATEWAY_BIND" in serve_help
+
+
+def test_every_option_default_is_the_config_default(monkeypatch):
+    """The defaults are written once, in Config: serve with no options builds Config()."""
+    monkeypatch.delenv("FCGI_WEB_SERVER_ADDRS", raising=False)
+    ctx = serve.make_context("serve", ["mod:app"])
+    built = config_from_options(ctx.params.pop("app"), ctx.params)
+    expected = Config(app="mod:app")
+    differ = {
+        name: (getattr(built, name), getattr(expected, name))
+        for name in Config.field_names() - {"extra"}
+        if getattr(built, name) != getattr(expected, name)
+    }
+    assert not differ, differ
+    assert built.extra == {"allow_world_writable_socket": False}  # --allow-world-writable
+    assert {opt.field for opt in SERVE_OPTIONS} - Config.field_names() == {"allow_world_writable"}
+
+
+def test_help_shows_the_defaults_in_the_options_units():
+    status, out = run_cli("--help")
+    assert status == 0
+    text = " ".join(out.split())  # help lines are wrapped anywhere
+    for default in ("127.0.0.1:9000", "0660", "256K", "30s", "75s", "auto", "info"):
+        assert f"default: {default}" in text, f"default {default} not shown"
+    assert "default: 262144" not in text and "default: 432" not in text
 
 
 def test_default_command_and_explicit_serve_both_serve(spawn, sock_dir):

@@ -1,6 +1,6 @@
 """gateway.config: unit-aware sizes and durations (docs/protocol-notes.md, peer bug 20:
-"256m" must never become 256 bytes, nonsense is rejected instead of guessed) and the
-immutable, validated Config."""
+"256m" must never become 256 bytes, nonsense is rejected instead of guessed), their
+inverses (the defaults --help shows), and the immutable, validated Config."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 
-from gateway.config import Config, parse_duration, parse_size
+from gateway.config import Config, format_duration, format_size, parse_duration, parse_size
 from gateway.errors import ConfigError
 
 K, M, G = 1024, 1024**2, 1024**3
@@ -100,6 +100,37 @@ def test_defaults():
     assert c.max_params_bytes == 256 * K
     assert c.graceful_timeout_s == 30.0
     assert c.max_body_bytes is None
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(0, "0"), (512, "512"), (1536, "1536"), (64 * K, "64K"), (256 * K, "256K"), (M, "1M"),
+     (3 * G // 2, "1536M"), (G, "1G"), (2 * 1024 * G, "2T")],
+)  # fmt: skip
+def test_format_size_is_read_back_by_parse_size(value, text):
+    assert format_size(value) == text
+    assert parse_size(text) == value
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(0.0, "0"), (30.0, "30s"), (75.0, "75s"), (0.5, "500ms"), (0.001, "1ms"), (1.5, "1.5s"),
+     (5400.0, "5400s"), (0.0005, "0.0005s")],
+)  # fmt: skip
+def test_format_duration_is_read_back_by_parse_duration(value, text):
+    assert format_duration(value) == text
+    assert parse_duration(text) == pytest.approx(value)
+
+
+def test_default_of_each_field():
+    assert Config.default("binds") == ("127.0.0.1:9000",)
+    assert Config.default("max_params_bytes") == 256 * K
+    assert Config.default("max_body_bytes") is None
+    assert Config.default("extra") == {}
+    for name in Config.field_names():
+        assert Config.default(name) == getattr(Config(), name), name
+    with pytest.raises(KeyError):
+        Config.default("no_such_field")
 
 
 @pytest.mark.parametrize(
