@@ -216,13 +216,20 @@ def test_chdir_and_app_dir(gateway_factory, tmp_path):
     assert status == EXIT_CONFIG and "does not exist" in out
 
 
-def test_interface_option_forces_wsgi(gateway_factory):
-    status, log = fails_to_start(gateway_factory, "loading_apps:ambiguous")
+def test_interface_option_overrides_detection(gateway_factory):
+    gw = gateway_factory("loading_apps:generic")
+    assert get(gw.address, "/guessed").body == b"generic wsgi /guessed"
+    gw.wait_for_log(r"detected WSGI: generic is a plain callable .*; pass --interface to override")
+    gw = gateway_factory("loading_apps:generic", "--interface", "wsgi")
+    assert get(gw.address, "/forced").body == b"generic wsgi /forced"
+    gw.wait_for_log(r"loading_apps:generic loaded \(wsgi, sync worker\)")
+    assert "detected WSGI" not in gw.log_text()
+
+
+def test_undetectable_app_exits_4_naming_interface_and_factory(gateway_factory):
+    status, log = fails_to_start(gateway_factory, "loading_apps:create_app")  # --factory missing
     assert status == EXIT_APP_LOAD
-    assert "--interface" in log
-    gw = gateway_factory("loading_apps:ambiguous", "--interface", "wsgi")
-    assert get(gw.address, "/forced").body == b"forced wsgi /forced"
-    gw.wait_for_log(r"loading_apps:ambiguous loaded \(wsgi, sync worker\)")
+    assert "pass --factory" in log and "--interface" in log
 
 
 # -- environment variables -------------------------------------------------------------------------

@@ -1,6 +1,9 @@
 """gateway.loading: "module:attribute" import errors that say what really went wrong, the
 --factory and --app-dir handling, and interface detection (ASGI 3, ASGI 2, WSGI) for plain
-callables and for the objects real frameworks hand out (Flask, Starlette, Django).
+callables, for the objects real frameworks hand out (Flask, Starlette, Django), and for
+wrapped apps: ``wsgiref.validate.validator(app)`` and decorators, with and without
+``functools.wraps`` (a plain callable whose signature tells nothing is WSGI, and the log
+says so), detected and then served end to end.
 
 The test apps live in tests/apps (on sys.path through tests/conftest.py). Django's
 handlers need configured settings, so they are inspected in a subprocess.
@@ -9,12 +12,15 @@ handlers need configured settings, so they are inspected in a subprocess.
 from __future__ import annotations
 
 import functools
+import logging
 import subprocess
 import sys
 import textwrap
+from wsgiref.validate import validator
 
 import pytest
 
+from gateway.client import FastCGIClient
 from gateway.errors import AppLoadError
 from gateway.loading import as_asgi3, detect_interface, import_from_string, load_app, resolve_interface
 
@@ -136,15 +142,93 @@ def test_detect_plain_callables():
     assert detect_interface(BoundMethods().asgi) == "asgi3"
 
 
-def test_undetectable_callable_gives_a_clear_error():
+def _no_wraps(app):
+    """A decorator written without functools.wraps: its wrapper's signature is all there is."""
+
+    def wrapper(*args, **kwargs):
+        return app(*args, **kwargs)
+
+    return wrapper
+
+
+def test_plain_callables_with_a_generic_signature_are_wsgi():
     import loading_apps
 
-    with pytest.raises(AppLoadError, match="pass --interface asgi or wsgi"):
-        detect_interface(loading_apps.ambiguous)
-    assert resolve_interface(loading_apps.ambiguous, "wsgi") == "wsgi"
-    assert resolve_interface(loading_apps.ambiguous, "asgi") == "asgi"
-    with pytest.raises(AppLoadError, match="cannot tell"):
+    assert detect_interface(validator(loading_apps.wsgi_app)) == "wsgi"  # lint_app(*args, **kw)
+    assert detect_interface(loading_apps.generic) == "wsgi"
+    assert detect_interface(_no_wraps(loading_apps.wsgi_app)) == "wsgi"
+    assert detect_interface(functools.partial(loading_apps.generic)) == "wsgi"
+    assert detect_interface(print) == "wsgi"  # a C callable without a signature
+    # an async callable stays ASGI 3 whatever its signature says
+    assert detect_interface(functools.wraps(loading_apps.asgi_app)(_async_generic)) == "asgi3"
+
+
+async def _async_generic(*args, **kwargs):
+    return None
+
+
+def test_functools_wraps_decorators_are_detected_through_the_wrapped_app():
+    import loading_apps
+
+    assert detect_interface(loading_apps.wrapped_wsgi) == "wsgi"
+    assert detect_interface(loading_apps.wrapped_asgi) == "asgi3"  # a sync wrapper of an async app
+    assert detect_interface(validator(loading_apps.wrapped_wsgi)) == "wsgi"
+    assert detect_interface(loading_apps._wrapped(loading_apps.ASGI2App)) == "asgi2"
+
+
+def test_the_guess_is_logged_naming_interface(caplog):
+    import loading_apps
+
+    with caplog.at_level(logging.INFO, logger="gateway.error"):
+        assert resolve_interface(validator(loading_apps.wsgi_app), "auto") == "wsgi"
+    assert "detected WSGI: validator.<locals>.lint_app is a plain callable" in caplog.text
+    assert "pass --interface to override" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="gateway.error"):
+        assert resolve_interface(loading_apps.wrapped_wsgi, "auto") == "wsgi"  # told, not guessed
+        assert resolve_interface(loading_apps.generic, "asgi") == "asgi"  # --interface: no guess
+    assert "detected" not in caplog.text
+
+
+def test_undetectable_callable_gives_a_clear_error():
+    def four(a, b, c, d):
+        pass
+
+    with pytest.raises(AppLoadError, match="takes 4 positional arguments; pass --interface asgi or wsgi"):
+        detect_interface(four)
+    assert resolve_interface(four, "wsgi") == "wsgi"
+    assert resolve_interface(four, "asgi") == "asgi"
+    with pytest.raises(AppLoadError, match=r"cannot tell.*an application factory\? pass --factory"):
         resolve_interface(lambda: None, "auto")
+
+
+def _get(gw, path: str):
+    with FastCGIClient(gw.address, timeout=10) as client:
+        return client.request("GET", path)
+
+
+def test_validator_wrapped_app_is_served_as_wsgi_without_interface(gateway_factory):
+    gw = gateway_factory("wsgi_app:validated")
+    r = _get(gw, "/pid")
+    assert r.status == 200 and int(r.body) != gw.pid  # a worker answered, through the validator
+    gw.wait_for_log(r"detected WSGI: validator\.<locals>\.lint_app is a plain callable")
+    gw.wait_for_log(r"wsgi_app:validated loaded \(wsgi, sync worker\)")
+    assert "AssertionError" not in gw.log_text()  # the validator found nothing to object to
+
+
+@pytest.mark.parametrize(
+    ("app", "body", "interface"),
+    [
+        ("loading_apps:wrapped_wsgi", b"wsgi /e2e script_name=", "wsgi, sync worker"),
+        ("loading_apps:wrapped_asgi", b"asgi /e2e root_path=", "asgi, async worker"),
+    ],
+)
+def test_functools_wraps_decorated_apps_are_served(gateway_factory, app, body, interface):
+    gw = gateway_factory(app)
+    r = _get(gw, "/e2e")
+    assert (r.status, r.body) == (200, body)
+    gw.wait_for_log(rf"{app} loaded \({interface}\)")
+    assert "detected WSGI" not in gw.log_text()
 
 
 def test_detect_flask_and_starlette():
@@ -198,5 +282,6 @@ def test_asgi2_class_is_wrapped_as_asgi3():
     import loading_apps
 
     assert as_asgi3(loading_apps.asgi_app) is loading_apps.asgi_app
+    assert as_asgi3(loading_apps.wrapped_asgi) is loading_apps.wrapped_asgi  # returns the coroutine
     sent = asyncio.run(_call_asgi2())
     assert sent[-1] == {"type": "http.response.body", "body": b"asgi2 /two"}

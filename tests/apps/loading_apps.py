@@ -1,7 +1,9 @@
-"""Objects for the loading and CLI tests: factories, apps of every interface, and objects
-whose interface cannot be detected."""
+"""Objects for the loading and CLI tests: factories, apps of every interface, decorated
+apps, and callables whose signature tells nothing (detected as WSGI)."""
 
 from __future__ import annotations
+
+import functools
 
 
 async def asgi_app(scope, receive, send):
@@ -30,11 +32,25 @@ def create_app_failing():
     raise ValueError("factory could not read its configuration")
 
 
-def ambiguous(*args):
-    """Cannot be told apart (``*args``); works as WSGI when forced with --interface wsgi."""
+def generic(*args):
+    """A signature that tells nothing (``*args``): a plain callable, so detected as WSGI."""
     environ, start_response = args
     start_response("200 OK", [("Content-Type", "text/plain")])
-    return [b"forced wsgi " + environ["PATH_INFO"].encode()]
+    return [b"generic wsgi " + environ["PATH_INFO"].encode()]
+
+
+def _wrapped(app):
+    """A decorator as people write them: ``functools.wraps``, a generic wrapper."""
+
+    @functools.wraps(app)
+    def wrapper(*args, **kwargs):
+        return app(*args, **kwargs)
+
+    return wrapper
+
+
+wrapped_wsgi = _wrapped(wsgi_app)
+wrapped_asgi = _wrapped(asgi_app)  # not async itself: returns the app's coroutine
 
 
 class ASGI2App:
