@@ -11,6 +11,7 @@ be bound, 4 when the app cannot be loaded, 5 when lifespan startup fails.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -143,6 +144,30 @@ def test_help_shows_the_defaults_in_the_options_units():
     for default in ("127.0.0.1:9000", "0660", "256K", "30s", "75s", "auto", "info"):
         assert f"default: {default}" in text, f"default {default} not shown"
     assert "default: 262144" not in text and "default: 432" not in text
+
+
+def readme_options() -> set[str]:
+    """The options named in the first column of README.md's CLI reference table."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("## CLI reference") :]
+    section = section[: section.index("\n## ")]
+    table = re.search(r"\| option \| default \| meaning \|\n((?:\|.*\n)+)", section)
+    assert table, "no option table in README.md's CLI reference"
+    names: set[str] = set()
+    for row in table.group(1).splitlines()[1:]:
+        first = row.split("|")[1]
+        names.update(re.findall(r"--[a-z][a-z-]*", first))
+        names.update(base + suffix for base, suffix in re.findall(r"`(--[a-z-]+)` \(\+`(-[a-z]+)`\)", first))
+    return names
+
+
+def test_readme_table_lists_exactly_the_options_of_help():
+    status, out = run_cli("--help")
+    assert status == 0
+    in_help = set(re.findall(r"(?m)^\s+(?:-\w, )?(--[a-z][a-z-]*)", out))
+    in_readme = readme_options()
+    assert in_help - in_readme == set(), "options missing from README.md's table"
+    assert in_readme - in_help == set(), "README.md's table names options --help does not have"
 
 
 def test_default_command_and_explicit_serve_both_serve(spawn, sock_dir):
