@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable
 
+from ..speedups import load_native
 from .constants import (
     FCGI_KEEP_CONN,
     FCGI_VERSION_1,
@@ -25,10 +26,10 @@ _BEGIN_BODY = struct.Struct("!HB5x")
 _END_BODY = struct.Struct("!LB3x")
 _LEN4 = struct.Struct("!L")
 
-try:  # the optional C decoder (setup.py builds it; see _pairs.c for why it exists)
-    from ._pairs import decode as _c_decode
-except ImportError:  # not built (no C compiler): the pure-Python decoder below
-    _c_decode = None
+# The optional C decoder (see _pairs.c for why it exists): None when it is not built or
+# FCGI_GATEWAY_NO_SPEEDUPS switched speedups off; py_decode_pairs below is then used.
+_native = load_native("gateway.protocol._pairs")
+_c_decode = _native.decode if _native is not None else None
 
 unpack_header = _HEADER.unpack_from
 pack_header = _HEADER.pack

@@ -1,22 +1,36 @@
 """The C name-value pairs decoder (gateway/protocol/_pairs.c) agrees with the pure-Python
 reference on every input: the same pairs (bytes and latin-1 str), or the same
 RemoteProtocolError. It must be built where the tests run (setup-env installs the
-project, which compiles it): a missing build would silently cost ~5 us a request."""
+project, which compiles it): a missing build would silently make every request slower.
+
+The speedups switch (gateway/speedups.py): ``FCGI_GATEWAY_NO_SPEEDUPS=1`` makes the codec
+pure Python without importing the C module, and says so; native code exists only as
+registered scanners inside gateway/protocol. With the switch on for the run (CI's
+pure-Python pass) the tests that need the C decoder skip.
+"""
 
 from __future__ import annotations
 
+import ast
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway import speedups
 from gateway.protocol import RemoteProtocolError, records
 from gateway.protocol.records import decode_pairs, encode_pairs, py_decode_pairs
 from tests.capture import captured_requests
 
 C_SOURCE = Path(records.__file__).with_name("_pairs.c")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+needs_c = pytest.mark.skipif(not speedups.ENABLED, reason=f"speedups {speedups.DISABLED_REASON}")
 
 
 def outcome(fn, data: bytes, max_count: int | None, text: bool) -> tuple[str, object]:
@@ -26,9 +40,10 @@ def outcome(fn, data: bytes, max_count: int | None, text: bool) -> tuple[str, ob
         return "error", (str(exc), exc.status_hint)
 
 
+@needs_c
 def test_the_c_decoder_is_built():
     assert records._c_decode is not None, (
-        "gateway/protocol/_pairs.c is not built: run `pip install -e .` (or "
+        f"gateway/protocol/_pairs.c: {speedups.describe()}; run `pip install -e .` (or "
         "`python setup.py build_ext --inplace`) with a C compiler"
     )
 
@@ -87,12 +102,14 @@ def test_bytearray_input():
     assert decode_pairs(bytearray(body)) == [(b"A", b"b")]
 
 
+@needs_c
 @settings(max_examples=3000, deadline=None)
 @given(st.binary(max_size=64), st.booleans(), st.one_of(st.none(), st.integers(0, 8)))
 def test_random_bytes_agree(data, text, max_count):
     assert outcome(decode_pairs, data, max_count, text) == outcome(py_decode_pairs, data, max_count, text)
 
 
+@needs_c
 @settings(max_examples=500, deadline=None)
 @given(
     st.lists(st.tuples(st.binary(max_size=300), st.binary(max_size=300)), max_size=12),
@@ -106,6 +123,7 @@ def test_encoded_pairs_and_their_truncations_agree(pairs, text, data):
         assert outcome(decode_pairs, sample, None, text) == outcome(py_decode_pairs, sample, None, text)
 
 
+@needs_c
 @pytest.mark.parametrize("text", [False, True])
 def test_items_reused_by_position_are_still_the_right_ones(text):
     """The C decoder hands back last time's object for an equal item at the same position
@@ -138,3 +156,124 @@ def test_the_codec_works_without_the_c_decoder(monkeypatch, text):
     assert event.params == expected
     with pytest.raises(RemoteProtocolError):
         FastCGIConnection().feed(encode_begin_request(1) + encode_record(4, 1, b"\x05") + encode_record(4, 1))
+
+
+# -- the speedups switch -----------------------------------------------------------------
+
+PROBE = """
+import json, sys
+from gateway import speedups
+from gateway.protocol import FastCGIConnection, RequestReceived
+from gateway.protocol.records import _c_decode, encode_begin_request, encode_pairs, encode_record
+
+codec = FastCGIConnection(text_params=True)
+data = encode_begin_request(1) + encode_record(4, 1, encode_pairs([(b"A", b"\\xe9")])) + encode_record(4, 1)
+(event,) = [ev for ev in codec.feed(data) if type(ev) is RequestReceived]
+print(json.dumps({
+    "c_decode": _c_decode is not None,
+    "imported": "gateway.protocol._pairs" in sys.modules,
+    "describe": speedups.describe(),
+    "params": event.params,
+}))
+"""
+
+
+def probe(value: str | None) -> dict:
+    """A fresh interpreter's view of the switch (it is read once, at import)."""
+    env = {k: v for k, v in os.environ.items() if k != speedups.ENV_VAR}
+    if value is not None:
+        env[speedups.ENV_VAR] = value
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.parametrize("value", ["1", "yes", "true", "on", "anything"])
+def test_the_switch_makes_the_codec_pure_python_without_importing_the_c_module(value):
+    got = probe(value)
+    assert got == {
+        "c_decode": False,
+        "imported": False,
+        "describe": "off (disabled by FCGI_GATEWAY_NO_SPEEDUPS)",
+        "params": [["A", "\xe9"]],
+    }
+
+
+@pytest.mark.skipif(speedups.ENABLED, reason="speedups are on in this run")
+def test_switched_off_for_this_run_the_c_module_is_never_imported():
+    assert "gateway.protocol._pairs" not in sys.modules
+    assert records._c_decode is None
+    assert speedups.describe() == "off (disabled by FCGI_GATEWAY_NO_SPEEDUPS)"
+
+
+@needs_c
+@pytest.mark.parametrize("value", [None, "", "0", "no", "false", "Off"])
+def test_speedups_stay_on_unless_switched_off(value):
+    got = probe(value)
+    assert got == {
+        "c_decode": True,
+        "imported": True,
+        "describe": "on (gateway.protocol._pairs)",
+        "params": [["A", "\xe9"]],
+    }
+
+
+def test_why_a_speedup_is_missing_is_reported(monkeypatch):
+    """Not built (the module does not exist) and failing to load (it exists, its import
+    raises) are told apart; a name that is not registered is refused."""
+    monkeypatch.setattr(speedups, "ENABLED", True)
+    monkeypatch.setattr(speedups, "_outcomes", {})
+    missing = "gateway.protocol._never_built"
+    monkeypatch.setattr(speedups, "NATIVE", {missing: "gateway.protocol.records.nothing"})
+    assert speedups.load_native(missing) is None
+    assert speedups.report() == [speedups.Speedup(missing, speedups.NATIVE[missing], False, "not built")]
+    assert speedups.describe() == f"off ({missing} not built)"
+
+    monkeypatch.setattr(speedups, "_outcomes", {})
+    broken = speedups.NATIVE | {"gateway.protocol._pairs": "gateway.protocol.records.py_decode_pairs"}
+    monkeypatch.setattr(speedups, "NATIVE", broken)
+
+    def fail(name: str) -> None:
+        raise ImportError(f"{name}: undefined symbol: PyFoo")
+
+    monkeypatch.setattr(speedups.importlib, "import_module", fail)
+    assert speedups.describe() == (
+        f"off ({missing} failed to load: {missing}: undefined symbol: PyFoo; "
+        "gateway.protocol._pairs failed to load: gateway.protocol._pairs: undefined symbol: PyFoo)"
+    )
+    with pytest.raises(KeyError):
+        speedups.load_native("gateway.wsgi._fastpath")
+
+
+@needs_c
+def test_partly_on_names_what_is_loaded_and_what_is_not(monkeypatch):
+    monkeypatch.setattr(speedups, "NATIVE", {**speedups.NATIVE, "gateway.protocol._never_built": "x"})
+    monkeypatch.setattr(speedups, "_outcomes", dict(speedups._outcomes))
+    expected = "partly on (gateway.protocol._pairs; gateway.protocol._never_built not built)"
+    assert speedups.describe() == expected
+
+
+def test_the_switch_values():
+    for value in (None, "", "0", " 0 ", "false", "False", "no", "off", "n", "f"):
+        assert not speedups.switched_off(value), value
+    for value in ("1", "true", "yes", "on", "2", "y", "disable"):
+        assert speedups.switched_off(value), value
+
+
+def test_native_code_is_only_the_registered_scanners_in_the_protocol_package():
+    """The design rule, checked on the tree: every C source of the package is in
+    gateway/protocol, setup.py builds exactly the modules the switch knows, and each of
+    them is loaded through the switch (load_native) by the module it speeds up."""
+    package = REPO_ROOT / "gateway"
+    native_sources = [p for ext in ("c", "h", "cc", "cpp", "pyx", "rs") for p in package.rglob(f"*.{ext}")]
+    assert {p.parent for p in native_sources} <= {package / "protocol"}, native_sources
+    built = set()
+    for node in ast.walk(ast.parse((REPO_ROOT / "setup.py").read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Extension":
+            built.add(node.args[0].value)
+    assert built == set(speedups.NATIVE)
+    sources = "\n".join(p.read_text() for p in (package / "protocol").glob("*.py"))
+    for name in speedups.NATIVE:
+        assert f'load_native("{name}")' in sources, name

@@ -1,6 +1,11 @@
 """The codec stays sans-IO: no module in gateway/protocol imports anything that does I/O,
 concurrency or process control (checked on the source with ``ast``, so imports inside
-functions and ``from x import y`` forms count too)."""
+functions and ``from x import y`` forms count too).
+
+Its one import from outside the package is the speedups switch, ``from ..speedups import
+load_native`` (the decision to use the native decoder is made where the environment may be
+read); gateway/speedups.py must stay a leaf that imports nothing from the gateway, and it
+may import only the native modules registered in it, all inside gateway/protocol."""
 
 from __future__ import annotations
 
@@ -72,15 +77,41 @@ def test_protocol_module_imports_nothing_that_does_io(path):
     assert "importlib" not in imports and "__import__" not in imports, f"{path.name} imports dynamically"
 
 
+#: The only import allowed to climb out of gateway.protocol: the speedups switch.
+SWITCH_IMPORT = (2, "speedups", ("load_native",))
+
+
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: p.name)
 def test_protocol_module_imports_stay_inside_the_package_or_stdlib_basics(path):
     """Relative imports must not climb out of gateway.protocol (imports point one way:
-    protocol <- asgi/wsgi <- worker), and no absolute gateway import sneaks in."""
+    protocol <- asgi/wsgi <- worker), and no absolute gateway import sneaks in; the one
+    exception is ``from ..speedups import load_native``."""
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom):
-            assert node.level <= 1, f"{path.name}: from {'.' * node.level}{node.module} import ..."
+            where = f"{path.name}: from {'.' * node.level}{node.module} import ..."
+            if node.level > 1:
+                names = tuple(alias.name for alias in node.names)
+                assert (node.level, node.module, names) == SWITCH_IMPORT, where
             if node.level == 0:
                 assert node.module and not node.module.startswith("gateway"), path.name
+
+
+def test_the_speedups_switch_is_a_leaf_that_loads_only_protocol_modules():
+    """What the codec imports from outside imports nothing from the gateway in turn (so
+    gateway.protocol still stands alone, and no cycle), and the native modules it may load
+    are all scanners inside gateway/protocol."""
+    from gateway import speedups
+
+    source = Path(speedups.__file__).read_text(encoding="utf-8")
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            assert node.level == 0 and not (node.module or "").startswith("gateway"), node.module
+        elif isinstance(node, ast.Import):
+            assert not any(alias.name.startswith("gateway") for alias in node.names)
+    assert speedups.NATIVE
+    for name in speedups.NATIVE:
+        package, _, leaf = name.rpartition(".")
+        assert package == gateway.protocol.__name__ and leaf.startswith("_"), name
 
 
 @pytest.mark.parametrize(
