@@ -1,16 +1,19 @@
 /* Optional C speedup for the FastCGI codec: decoding a name-value pairs body.
  *
  * Why C here: every request's PARAMS body (about 20 pairs from nginx) is decoded on the
- * hot path, and the pure-Python loop costs ~230 ns a pair in CPython 3.11 (~5 us of the
- * ~37 us a hello-world request costs the sync worker, measured). This does the same in
- * well under 1 us. records.decode_pairs in Python stays the reference implementation: it
- * is used when this module is not built, and it produces the error for any body this one
- * rejects (ValueError here means "not a well-formed body", nothing more), so both give
- * the same RemoteProtocolError. tests/protocol/test_pairs_speedup.py checks they agree.
+ * hot path, and the pure-Python loop pays for interpreter dispatch, two length reads and
+ * two slices per pair; this scans the body once and hands back the previous body's
+ * objects for items that repeat (_pairs_items.h). records.decode_pairs in Python stays the
+ * reference implementation: it is used when this module is not built or speedups are
+ * switched off (FCGI_GATEWAY_NO_SPEEDUPS, gateway/speedups.py), and it produces the error
+ * for any body this one rejects (ValueError here means "not a well-formed body", nothing
+ * more), so both give the same RemoteProtocolError. tests/protocol/test_pairs_speedup.py
+ * and test_pairs_fuzz.py check they agree; CI runs the fuzz test on an ASan/UBSan build.
  *
  * decode(data: bytes, text: bool) -> list[tuple[bytes, bytes]] | list[tuple[str, str]]
  *   text: names and values decoded as latin-1 str (the CGI/WSGI native strings).
- * No I/O; the item cache (_pairs_items.h) is its only state, and the GIL guards it.
+ * No I/O. The item cache is the module's only state (multi-phase init, m_size set, so each
+ * module object, one per interpreter, has its own); the GIL guards it.
  */
 #include "_pairs_items.h"
 
@@ -28,6 +31,10 @@ decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     int text = PyObject_IsTrue(args[1]);
     if (text < 0) {
+        return NULL;
+    }
+    pairs_cache *cache = PyModule_GetState(module);
+    if (cache == NULL) {
         return NULL;
     }
     const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(data);
@@ -51,13 +58,13 @@ decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto error;
         }
         Py_ssize_t slot = 2 * PyList_GET_SIZE(pairs);
-        PyObject *name = make_item(p + pos, n, text, slot);
+        PyObject *name = make_item(cache, p + pos, n, text, slot);
         if (name == NULL) {
             Py_DECREF(pair);
             goto error;
         }
         PyTuple_SET_ITEM(pair, 0, name);
-        PyObject *value = make_item(p + pos + n, v, text, slot + 1);
+        PyObject *value = make_item(cache, p + pos + n, v, text, slot + 1);
         if (value == NULL) {
             Py_DECREF(pair);
             goto error;
@@ -79,18 +86,72 @@ error:
     return NULL;
 }
 
+/* -- module state: the item cache ------------------------------------------------------ */
+
+static int
+pairs_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    pairs_cache *cache = PyModule_GetState(module);
+    if (cache != NULL) {
+        for (int row = 0; row < 2; row++) {
+            for (int i = 0; i < CACHED_ITEMS; i++) {
+                Py_VISIT(cache->items[row][i]);
+            }
+        }
+    }
+    return 0;
+}
+
+static int
+pairs_clear(PyObject *module)
+{
+    pairs_cache *cache = PyModule_GetState(module);
+    if (cache != NULL) {
+        for (int row = 0; row < 2; row++) {
+            for (int i = 0; i < CACHED_ITEMS; i++) {
+                Py_CLEAR(cache->items[row][i]);
+            }
+        }
+    }
+    return 0;
+}
+
+static void
+pairs_free(void *module)
+{
+    (void)pairs_clear((PyObject *)module);
+}
+
 static PyMethodDef methods[] = {
     {"decode", (PyCFunction)(void (*)(void))decode, METH_FASTCALL,
      "decode(data, text) -> list of (name, value) pairs; ValueError if malformed."},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_pairs", "FastCGI name-value pairs decoder (C speedup).", 0, methods,
+static PyModuleDef_Slot slots[] = {
+#ifdef Py_mod_multiple_interpreters
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+#endif
+#ifdef Py_mod_gil
+    {Py_mod_gil, Py_MOD_GIL_USED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_pairs",
+    .m_doc = "FastCGI name-value pairs decoder (C speedup).",
+    .m_size = sizeof(pairs_cache),
+    .m_methods = methods,
+    .m_slots = slots,
+    .m_traverse = pairs_traverse,
+    .m_clear = pairs_clear,
+    .m_free = pairs_free,
 };
 
 PyMODINIT_FUNC
 PyInit__pairs(void)
 {
-    return PyModule_Create(&module);
+    return PyModuleDef_Init(&module_def);
 }

@@ -1,7 +1,6 @@
-/* Shared by the C speedups that decode FastCGI name-value pairs (gateway/protocol/_pairs.c
- * and gateway/wsgi/_fastpath.c): reading a pair length, and the per-position item cache.
- * Static functions: each extension module that includes this gets its own copy and its own
- * cache. No I/O; the GIL is held by every caller.
+/* The pieces of gateway/protocol/_pairs.c that are about single items: reading a pair
+ * length, and the per-position item cache kept in the module's state. No I/O; every
+ * caller holds the GIL (the module declares Py_MOD_GIL_USED where that slot exists).
  */
 #ifndef GATEWAY_PAIRS_ITEMS_H
 #define GATEWAY_PAIRS_ITEMS_H
@@ -28,14 +27,20 @@ read_length(const unsigned char *p, Py_ssize_t end, Py_ssize_t *pos)
            ((Py_ssize_t)p[i + 2] << 8) | (Py_ssize_t)p[i + 3];
 }
 
-/* The items returned for the previous body, by position (names and values, both modes).
- * nginx sends the same names in the same order, and most values repeat (DOCUMENT_ROOT,
- * SERVER_SOFTWARE, HTTP_HOST...): an item equal to the one at its position last time is
- * that same object again, so no allocation, and a name's hash is already computed when
- * the environ or scope dict is filled. Items are immutable; the GIL guards this table. */
+/* The items returned for the previous body, by position (names and values; one row for
+ * bytes, one for latin-1 str). nginx sends the same names in the same order, and most
+ * values repeat (DOCUMENT_ROOT, SERVER_SOFTWARE, HTTP_HOST...): an item equal to the one
+ * at its position last time is that same object again, so no allocation, and a name's
+ * hash is already computed when the environ or scope dict is filled. Items are immutable,
+ * so handing one out twice is safe. This is the module's state (one per module object,
+ * so per interpreter); only short items at the first positions are kept, which bounds
+ * what the cache holds on to. */
 #define CACHED_ITEMS 128
 #define CACHED_SIZE 256
-static PyObject *cache[2][CACHED_ITEMS];
+
+typedef struct {
+    PyObject *items[2][CACHED_ITEMS];
+} pairs_cache;
 
 static PyObject *
 new_item(const unsigned char *start, Py_ssize_t size, int text)
@@ -47,25 +52,25 @@ new_item(const unsigned char *start, Py_ssize_t size, int text)
 }
 
 static PyObject *
-make_item(const unsigned char *start, Py_ssize_t size, int text, Py_ssize_t slot)
+make_item(pairs_cache *cache, const unsigned char *start, Py_ssize_t size, int text,
+          Py_ssize_t slot)
 {
     if (slot >= CACHED_ITEMS || size > CACHED_SIZE) {
         return new_item(start, size, text);
     }
-    PyObject *old = cache[text][slot];
+    PyObject **cell = &cache->items[text][slot];
+    PyObject *old = *cell;
     if (old != NULL) {
         /* latin-1 str of 1-byte kind (any latin-1 text is) or bytes: compare the bytes */
         const void *data = text ? PyUnicode_DATA(old) : (const void *)PyBytes_AS_STRING(old);
         Py_ssize_t len = text ? PyUnicode_GET_LENGTH(old) : PyBytes_GET_SIZE(old);
         if (len == size && memcmp(data, start, (size_t)size) == 0) {
-            Py_INCREF(old);
-            return old;
+            return Py_NewRef(old);
         }
     }
     PyObject *item = new_item(start, size, text);
     if (item != NULL) {
-        Py_INCREF(item);
-        cache[text][slot] = item;
+        *cell = Py_NewRef(item);
         Py_XDECREF(old);
     }
     return item;
