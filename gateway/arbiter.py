@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import systemd
+from . import speedups, systemd
 from .config import Config
 from .errors import AppLoadError, HaltServer
 from .log import reopen_files
@@ -208,6 +208,7 @@ class Arbiter:
         self._install()
         if self.watcher is not None:
             self.watcher.start()
+        logger.info("speedups: %s", speedups.describe())
         systemd.notify("STATUS=starting workers")
         try:
             for _ in range(self.num_workers):

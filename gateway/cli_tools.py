@@ -6,7 +6,8 @@
 - ``request ADDRESS PATH``: one FastCGI request without nginx, like PHP-FPM's
   ``cgi-fcgi``: the body on stdout, FCGI_STDERR on stderr.
 - ``check APP [serve options]``: loads the config and the app in this process, without
-  binding or serving, and prints what ``serve`` would run.
+  binding or serving, and prints what ``serve`` would run (speedups included: on, or off
+  and why, see ``gateway.speedups``).
 
 These commands are registered on ``gateway.cli.main`` (cli.py imports this module last)
 and are part of the CLI: they use its option table (``SERVE_OPTIONS``), its
@@ -269,6 +270,7 @@ class _BindProblem(Exception):
 
 def describe_config(config: Any, interface: str, kind: str) -> list[tuple[str, str]]:
     """What ``serve`` would run, as (label, value) rows."""
+    from . import speedups
     from .isolation.setup import build_layer, parse_policies
 
     c = config
@@ -290,6 +292,7 @@ def describe_config(config: Any, interface: str, kind: str) -> list[tuple[str, s
         ("app dir", os.path.abspath(c.app_dir) + (f" (chdir {c.chdir})" if c.chdir else "")),
         ("interface", interface + (" (detected)" if c.interface == "auto" else "")),
         ("worker", worker),
+        ("speedups", speedups.describe()),
     ]
     if interface == "asgi":
         rows.append(("lifespan", f"{c.lifespan} (not run by check)"))

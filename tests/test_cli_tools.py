@@ -337,3 +337,39 @@ def test_check_unusable_bind_exits_3():
         "check", "--app-dir", str(APPS_DIR), "--bind", "unix:/nonexistent-dir/app.sock", "wsgi_app:app"
     )
     assert proc.returncode == 3 and "/nonexistent-dir does not exist" in proc.err
+
+
+# -- speedups ----------------------------------------------------------------------------
+# FCGI_GATEWAY_NO_SPEEDUPS (gateway/speedups.py) is not a serve option: check reports it,
+# and so does the master's start-up log, once.
+
+SPEEDUPS_OFF = "off (disabled by FCGI_GATEWAY_NO_SPEEDUPS)"
+
+
+def _speedups_on() -> str:
+    from gateway import speedups
+
+    if not speedups.ENABLED:
+        pytest.skip(f"speedups {speedups.DISABLED_REASON} for this run")
+    return "on (gateway.protocol._pairs)"
+
+
+def test_check_says_whether_the_speedups_are_on():
+    on = _speedups_on()
+    proc = cli("check", "--app-dir", str(APPS_DIR), "wsgi_app:app")
+    assert proc.returncode == 0, proc.err
+    assert _rows(proc.out)["speedups"] == on
+    proc = cli("check", "--app-dir", str(APPS_DIR), "asgi_app:app", env={"FCGI_GATEWAY_NO_SPEEDUPS": "1"})
+    assert proc.returncode == 0, proc.err
+    assert _rows(proc.out)["speedups"] == SPEEDUPS_OFF
+
+
+@pytest.mark.parametrize("worker", ["sync", "async"])
+def test_the_start_up_log_says_once_whether_the_speedups_are_on(gateway_factory, worker):
+    on = _speedups_on()
+    for env, expected in (({}, on), ({"FCGI_GATEWAY_NO_SPEEDUPS": "1"}, SPEEDUPS_OFF)):
+        gw = gateway_factory(APPS[worker], "-w", "2", env=env)
+        assert cli("ping", gw.address, "--path", "/pid").returncode == 0
+        gw.wait_for_log(r"worker\(s\) ready")
+        lines = [line for line in gw.log_text().splitlines() if "speedups:" in line]
+        assert len(lines) == 1 and lines[0].endswith(f"speedups: {expected}"), lines
