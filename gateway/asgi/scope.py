@@ -23,6 +23,8 @@ non-UTF-8 input.
 Hot path (every request): one pass over the params with one dict lookup per name
 (``_NAMES`` says what the name is: a CGI variable's slot, a header name, the cookie, or
 nothing), no intermediate environ dict, no per-header string work for names seen before.
+Only names up to ``_NAME_CACHE_LEN`` bytes are cached: a client chooses header names, and
+one may be as long as ``--max-params-size``.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ _COOKIE: Any = object()
 _NAMES: dict[bytes, Any] = {name: i for i, name in enumerate(_CGI)}
 _NAMES[b"HTTP_COOKIE"] = _COOKIE
 _NAMES_MAX = 1024
+#: Longest param name cached in ``_NAMES`` (longer ones are classified on every request).
+_NAME_CACHE_LEN = 64
 _HTTP_VERSIONS = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0", b"HTTP/2.0": "2", b"HTTP/2": "2", b"HTTP/3": "3"}
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 _SCHEMES = {b"http": "http", b"https": "https", b"": "http"}
@@ -75,7 +79,7 @@ def header_name(param: bytes) -> bytes:
 def _classify(param: bytes) -> Any:
     """The ``_NAMES`` entry for a param name not seen yet (cached while there is room)."""
     name = header_name(param) if param[:5] == b"HTTP_" else b""
-    if len(_NAMES) < _NAMES_MAX:
+    if len(param) <= _NAME_CACHE_LEN and len(_NAMES) < _NAMES_MAX:
         _NAMES[param] = name
     return name
 

@@ -180,3 +180,24 @@ def test_header_name_cache_stays_bounded():
         name = b"HTTP_X_RANDOM_%d" % i
         assert build_scope([(name, b"v")])["headers"] == [(b"x-random-%d" % i, b"v")]
     assert len(scope_module._NAMES) <= scope_module._NAMES_MAX
+
+
+def test_header_name_cache_takes_only_short_names():
+    # A name can be as long as --max-params-size: such names are classified, never kept.
+    from gateway.asgi import scope as scope_module
+
+    names = scope_module._NAMES
+    saved = names.copy()
+    for name in [n for n, what in names.items() if what.__class__ is bytes]:
+        del names[name]  # room in the cache (other tests filled it)
+    try:
+        long_name = b"HTTP_X_" + b"A" * 100_000
+        short_name = b"HTTP_X_" + b"B" * (scope_module._NAME_CACHE_LEN - 7)
+        for _ in range(2):
+            scope = build_scope([(long_name, b"1"), (short_name, b"2")])
+            assert scope["headers"] == [(b"x-" + b"a" * 100_000, b"1"), (b"x-" + b"b" * 57, b"2")]
+        assert long_name not in names
+        assert names[short_name] == b"x-" + b"b" * 57
+    finally:
+        names.clear()
+        names.update(saved)
