@@ -2,14 +2,15 @@
 
 Strategy
 --------
-nginx's stock fastcgi_params send no PATH_INFO; SCRIPT_NAME is then the *decoded* full
-path and REQUEST_URI the raw one (PITFALLS.md). So:
-
-- path/raw_path come from REQUEST_URI (raw, before ``?``), decoded once; when REQUEST_URI is
-  absent they come from SCRIPT_NAME + PATH_INFO.
-- root_path is ``--root-path`` when given, else SCRIPT_NAME only when PATH_INFO is present
-  (then the server split the path itself, e.g. ``fastcgi_split_path_info``). ASGI's
-  ``path`` includes ``root_path``; root_path never equals the whole path by accident.
+- path/root_path follow the routing rule of ``gateway.wsgi.environ`` (one rule for both
+  interfaces): the path is REQUEST_URI's (before ``?``, absolute form reduced to its path),
+  percent-decoded once as UTF-8, or SCRIPT_NAME + PATH_INFO when REQUEST_URI is absent;
+  the server's SCRIPT_NAME/PATH_INFO split is never kept (nginx, Apache and Caddy's
+  ``split`` put the whole path in SCRIPT_NAME, lighttpd cuts off the first segment).
+  root_path is ``--root-path`` and nothing else. ASGI's ``path`` includes ``root_path``:
+  when the path does not start with the root path at a segment boundary (a prefix stripped
+  before the gateway), ``path`` is root_path + path, as WSGI's SCRIPT_NAME + PATH_INFO.
+  raw_path is REQUEST_URI's path as sent.
 - headers come from HTTP_* plus non-empty CONTENT_TYPE/CONTENT_LENGTH, which win over the
   duplicate HTTP_CONTENT_* that nginx also sends; several HTTP_COOKIE params are joined with
   ``; ``; a bare ``HTTP_`` (an empty header name) is dropped.
@@ -17,8 +18,8 @@ path and REQUEST_URI the raw one (PITFALLS.md). So:
 - the raw params stay available under ``scope["extensions"]["fastcgi"]``, with the role,
   the request id and a serial number of the FastCGI connection (to see keep-alive reuse).
 
-Values are decoded as latin-1 (bytes preserved one-to-one); nothing here raises on
-non-UTF-8 input.
+Values are decoded as latin-1 (bytes preserved one-to-one), the path as UTF-8 with
+replacement characters; nothing here raises on non-UTF-8 input.
 
 Hot path (every request): one pass over the params with one dict lookup per name
 (``_NAMES`` says what the name is: a CGI variable's slot, a header name, the cookie, or
@@ -30,7 +31,9 @@ one may be as long as ``--max-params-size``.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, unquote_to_bytes
+
+from ..wsgi.environ import origin_path
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 
@@ -85,8 +88,12 @@ def _classify(param: bytes) -> Any:
 
 
 def decode_path(raw: bytes) -> str:
-    path = raw.decode("latin-1")
-    return unquote(path) if "%" in path else path
+    """A raw URI path, percent-decoded, as UTF-8 (invalid sequences replaced)."""
+    if raw.isascii():
+        path = raw.decode("ascii")
+        return unquote(path) if "%" in path else path
+    # Raw non-ASCII bytes (nginx passes them through): the same bytes WSGI's latin-1 form has.
+    return unquote_to_bytes(raw).decode("utf-8", "replace")
 
 
 def build_scope(
@@ -145,17 +152,22 @@ def build_scope(
     if cookies:
         headers.append((b"cookie", b"; ".join(cookies)))
 
+    # Routing: the rule of gateway.wsgi.environ.
     if request_uri is not None:
         raw_path, _, uri_query = request_uri.partition(b"?")
+        if raw_path[:1] != b"/":
+            raw_path = origin_path(raw_path.decode("latin-1")).encode("latin-1")
         path = decode_path(raw_path)
     else:
         uri_query = b""
-        path = ((script_name or b"") + (path_info or b"")).decode("latin-1")
-        raw_path = quote(path, safe="/:@!$&'()*+,;=~").encode("latin-1")
+        script, info = script_name or b"", path_info or b""
+        full = script[:-1] + info if script[-1:] == b"/" and info[:1] == b"/" else script + info
+        path = full.decode("utf-8", "replace")
+        raw_path = quote(full, safe="/:@!$&'()*+,;=~").encode("ascii")
     if query_string is None:
         query_string = uri_query
-    if not root_path and path_info:
-        root_path = (script_name or b"").decode("latin-1")
+    if root_path and path != root_path and not path.startswith(root_path + "/"):
+        path = root_path + path
 
     if https and https.lower() != b"off":
         scheme = "https"

@@ -1,5 +1,5 @@
 """The PEP 3333 environ, built directly from FastCGI params (they already are CGI
-meta-variables), for the sync worker.
+meta-variables), for the sync worker; and the routing rule both builders share.
 
 Strategy
 --------
@@ -10,15 +10,31 @@ Every param is passed through as a native (latin-1 decoded) string, custom
   number; HTTP_CONTENT_TYPE/HTTP_CONTENT_LENGTH are folded into them (PEP 3333 and
   wsgiref.validate forbid the HTTP_ forms);
 - repeated HTTP_COOKIE params are joined with ``; ``, other repeated headers with ``, ``;
-- SCRIPT_NAME/PATH_INFO: when the web server sent PATH_INFO they are kept as sent (with
-  ``--root-path`` overriding SCRIPT_NAME; a SCRIPT_NAME of "/" becomes ""). nginx's
-  default sends none and puts the decoded full path in SCRIPT_NAME, so the full path is
-  taken from REQUEST_URI (percent-decoded to bytes, then latin-1: the WSGI "bytes as
-  str" form) and split at ``--root-path`` when that is a prefix at a segment boundary;
-  otherwise SCRIPT_NAME is still the root path and PATH_INFO the full path, never a
-  slice like "lication" (PITFALLS peer bug 8);
+- SCRIPT_NAME/PATH_INFO follow the routing rule below;
 - wsgi.url_scheme from HTTPS (on/1) or REQUEST_SCHEME; SERVER_NAME filled from HTTP_HOST or
   SERVER_ADDR when nginx sends it empty.
+
+Routing (``gateway.asgi.scope`` applies the same rule to ``path``/``root_path``)
+--------------------------------------------------------------------------------
+The web servers disagree on SCRIPT_NAME and PATH_INFO, and none of their splits is the
+app's mount point: nginx's stock ``fastcgi_params`` and Apache's ProxyPass send the decoded
+full path as SCRIPT_NAME and no PATH_INFO; Caddy's ``split .php`` sends it as SCRIPT_NAME
+with an empty PATH_INFO; lighttpd without ``fix-root-scriptname``, and Apache's SetHandler,
+cut the first path segment off as SCRIPT_NAME. All of them send REQUEST_URI, the request
+target as the client sent it (Apache even in absolute form, ``http://host/a``). So:
+
+1. the request's path is REQUEST_URI's path (before ``?``, absolute form reduced to its
+   path), percent-decoded; only without REQUEST_URI is it SCRIPT_NAME + PATH_INFO. The
+   server's SCRIPT_NAME/PATH_INFO split is never kept;
+2. the mount point is ``--root-path``, nothing else: SCRIPT_NAME is the root path and
+   PATH_INFO the rest of the path when the path starts with the root path at a segment
+   boundary, else the whole path (the prefix was stripped before the gateway, or the
+   request is outside the mount point; never a slice like "lication" of "/application");
+3. QUERY_STRING as sent, else REQUEST_URI's query.
+
+In the WSGI "bytes as str" form the path is percent-decoded to bytes, then latin-1; ASGI
+decodes the same bytes as UTF-8. Both give the app the same split: ``root_path`` is
+SCRIPT_NAME and ``path`` is SCRIPT_NAME + PATH_INFO.
 """
 
 from __future__ import annotations
@@ -38,11 +54,29 @@ def wsgi_path(raw: str) -> str:
     return unquote_to_bytes(raw.encode("latin-1")).decode("latin-1")
 
 
+def origin_path(target: str) -> str:
+    """The path of a request target that does not start with ``/``: an absolute-form target
+    (``http://host:8080/a`` -> ``/a``, ``http://host`` -> ``/``), which Apache passes on as
+    REQUEST_URI; any other target (``*``) as it is."""
+    scheme, sep, rest = target.partition("://")
+    if not sep or not scheme.isalnum():
+        return target
+    slash = rest.find("/")
+    return rest[slash:] if slash >= 0 else "/"
+
+
 def split_path(full: str, root_path: str) -> tuple[str, str]:
-    """(SCRIPT_NAME, PATH_INFO) for ``full`` mounted at ``root_path``."""
+    """(SCRIPT_NAME, PATH_INFO) for ``full`` mounted at ``root_path`` (the rule's step 2):
+    ``root_path`` and the rest of ``full`` when ``full`` starts with it at a segment
+    boundary, else ``root_path`` and the whole of ``full``."""
     if root_path and (full == root_path or full.startswith(root_path + "/")):
         return root_path, full[len(root_path) :]
     return root_path, full
+
+
+def native_root_path(root_path: str) -> str:
+    """``--root-path`` in the WSGI 'bytes as str' form (its UTF-8 bytes as latin-1)."""
+    return root_path if root_path.isascii() else root_path.encode("utf-8").decode("latin-1")
 
 
 def text_params(params: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
@@ -57,7 +91,8 @@ def build_environ(
     root_path: str = "",
 ) -> dict[str, Any]:
     """A new environ: ``base`` (the wsgi.* constants, copied) plus the request's params,
-    given as latin-1 ``str`` pairs (a codec built with ``text_params``, or text_params())."""
+    given as latin-1 ``str`` pairs (a codec built with ``text_params``, or text_params()).
+    ``root_path`` is the mount point as configured (``--root-path``)."""
     environ = base.copy()
     # One C-level pass for the common case; repeated names (two Cookie lines) show up as
     # a size mismatch and take the slow path that joins them.
@@ -87,29 +122,24 @@ def build_environ(
     if clen and not (clen.isascii() and clen.isdigit()):
         del environ["CONTENT_LENGTH"]  # not a length: the body is read to its end anyway
 
-    if "PATH_INFO" in environ:
-        if root_path:
-            environ["SCRIPT_NAME"] = root_path
-        elif environ.setdefault("SCRIPT_NAME", "") == "/":
-            # PEP 3333 (and wsgiref.validate): SCRIPT_NAME "/" must be "", its slash in PATH_INFO
-            environ["SCRIPT_NAME"] = ""
-            if not environ["PATH_INFO"].startswith("/"):
-                environ["PATH_INFO"] = "/" + environ["PATH_INFO"]
+    # Routing: the module docstring's rule.
+    uri = get("REQUEST_URI")
+    if uri is not None:
+        full, _, query = uri.partition("?")
+        if full[:1] != "/":
+            full = origin_path(full)
+        if "%" in full:
+            full = wsgi_path(full)
+        if "QUERY_STRING" not in environ:
+            environ["QUERY_STRING"] = query
     else:
-        uri = get("REQUEST_URI")
-        if uri is not None:
-            full, _, query = uri.partition("?")
-            if "%" in full:
-                full = wsgi_path(full)
-            if "QUERY_STRING" not in environ:
-                environ["QUERY_STRING"] = query
-        else:
-            full = get("SCRIPT_NAME", "")
-        if root_path:
-            environ["SCRIPT_NAME"], environ["PATH_INFO"] = split_path(full, root_path)
-        else:
-            environ["SCRIPT_NAME"] = ""
-            environ["PATH_INFO"] = full
+        script, info = get("SCRIPT_NAME", ""), get("PATH_INFO", "")
+        full = script[:-1] + info if script[-1:] == "/" and info[:1] == "/" else script + info
+    if root_path:
+        environ["SCRIPT_NAME"], environ["PATH_INFO"] = split_path(full, native_root_path(root_path))
+    else:
+        environ["SCRIPT_NAME"] = ""
+        environ["PATH_INFO"] = full
 
     https = get("HTTPS")
     if https and https.lower() != "off":

@@ -6,7 +6,9 @@ them *as written* except for those host paths and ports, which ``Rewriter`` maps
 temp dir and free loopback ports. This module also parses what is needed to run them:
 systemd units (sections, continuation lines, ``%i``), supervisord program blocks, and the
 fenced code blocks of ``docs/deployment.md`` (``<!-- snippet: PATH -->`` marks a block
-that must equal the body of that file, i.e. the file without its leading comment header).
+that must equal the body of that file, i.e. the file without its leading comment header;
+``<!-- recipe: NAME -->`` marks a recipe that lives in the doc only, which the tests run as
+``doc_recipe(NAME)``).
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ class Block:
     text: str
     line: int
     snippet: str | None  # repo-relative path from a preceding <!-- snippet: PATH -->
+    recipe: str | None = None  # the name from a preceding <!-- recipe: NAME -->
 
 
 def doc_blocks(text: str | None = None) -> list[Block]:
@@ -103,11 +106,14 @@ def doc_blocks(text: str | None = None) -> list[Block]:
     lines = text.splitlines()
     i = 0
     pending: str | None = None
+    recipe: str | None = None
     while i < len(lines):
         line = lines[i]
-        m = re.match(r"<!-- snippet: (\S+) -->", line.strip())
-        if m:
-            pending = m.group(1)
+        m = re.match(r"<!-- (snippet|recipe): (\S+) -->", line.strip())
+        if m and m.group(1) == "snippet":
+            pending = m.group(2)
+        elif m:
+            recipe = m.group(2)
         fence = re.match(r"^(```+)(\w*)\s*$", line)
         if fence:
             start = i
@@ -116,10 +122,17 @@ def doc_blocks(text: str | None = None) -> list[Block]:
             while i < len(lines) and lines[i] != fence.group(1):
                 inner.append(lines[i])
                 i += 1
-            blocks.append(Block(fence.group(2), "\n".join(inner) + "\n", start + 1, pending))
-            pending = None  # a marker applies to the next fenced block only
+            blocks.append(Block(fence.group(2), "\n".join(inner) + "\n", start + 1, pending, recipe))
+            pending = recipe = None  # a marker applies to the next fenced block only
         i += 1
     return blocks
+
+
+def doc_recipe(name: str) -> str:
+    """The block of docs/deployment.md marked ``<!-- recipe: NAME -->``."""
+    found = [b.text for b in doc_blocks() if b.recipe == name]
+    assert len(found) == 1, f"docs/deployment.md has {len(found)} blocks marked <!-- recipe: {name} -->"
+    return found[0]
 
 
 # -- systemd units --------------------------------------------------------------------

@@ -9,10 +9,14 @@
   block uses but does not define get a stub upstream).
 - The Apache recipes pass ``apache2 -t``; the systemd units pass ``systemd-analyze verify``
   with nothing on stderr; shell blocks pass ``sh -n``.
+- The ``lighttpd`` and ``caddyfile`` blocks (the recipes marked ``<!-- recipe: NAME -->``,
+  which tests/deploy/test_frontends.py runs) pass ``lighttpd -tt`` inside Debian's
+  lighttpd.conf and ``caddy validate``.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -22,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.deploy._frontends import CADDY, LIGHTTPD, caddy_env, caddyfile, lighttpd_main_conf
 from tests.deploy._procs import apache_available, apache_conf, apache_test, nginx_test, self_signed_cert
 from tests.deploy._render import DOC, HOST_ROOT, Rewriter, body, doc_blocks
 
@@ -141,3 +146,29 @@ def test_systemd_unit_verifies(path: Path, tmp_path: Path) -> None:
 def test_doc_shell_block_parses(block) -> None:
     done = subprocess.run(["sh", "-n"], input=block.text, capture_output=True, text=True, timeout=10)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.skipif(not Path(LIGHTTPD).exists(), reason="lighttpd is not installed (scripts/setup-env)")
+@pytest.mark.parametrize("block", [b for b in BLOCKS if b.lang == "lighttpd"], ids=lambda b: f"line{b.line}")
+def test_doc_lighttpd_block_parses(block, tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe.conf"
+    recipe.write_text(Rewriter.for_dir(tmp_path)(block.text))
+    conf = tmp_path / "lighttpd.conf"
+    conf.write_text(lighttpd_main_conf(tmp_path, 8080, recipe))
+    done = subprocess.run([LIGHTTPD, "-tt", "-f", str(conf)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and not done.stderr.strip(), done.stdout + done.stderr
+
+
+@pytest.mark.skipif(not Path(CADDY).exists(), reason="caddy is not installed (scripts/setup-env)")
+@pytest.mark.parametrize("block", [b for b in BLOCKS if b.lang == "caddyfile"], ids=lambda b: f"line{b.line}")
+def test_doc_caddyfile_block_validates(block, tmp_path: Path) -> None:
+    conf = tmp_path / "Caddyfile"
+    conf.write_text(caddyfile(Rewriter.for_dir(tmp_path)(block.text), tmp_path, 8080))
+    argv = [CADDY, "validate", "--config", str(conf), "--adapter", "caddyfile"]
+    env = {**os.environ, **caddy_env(tmp_path)}
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_doc_has_the_frontend_recipes() -> None:
+    assert {b.recipe for b in BLOCKS if b.recipe} == {"lighttpd", "caddy"}

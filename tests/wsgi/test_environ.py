@@ -1,12 +1,16 @@
-"""The PEP 3333 environ builder, by dict equality from params nginx really sent."""
+"""The PEP 3333 environ builder, by dict equality from params nginx, Apache, lighttpd and
+Caddy really sent (tests/fixtures/)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from gateway.wsgi.environ import build_environ as _build_environ
-from gateway.wsgi.environ import text_params
+from gateway.wsgi.environ import origin_path, split_path, text_params
 from tests.capture import captured_requests
+from tests.deploy.capture_frontends import captured
 
 
 def build_environ(params: list[tuple[bytes, bytes]], base: dict[str, Any], **kw: Any) -> dict[str, Any]:
@@ -90,7 +94,8 @@ def test_root_path_splits_script_name_and_path_info():
     assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/ap", "/app/x y")
 
 
-def test_path_info_from_server_is_kept():
+def test_split_from_server_is_not_kept():
+    # fastcgi_split_path_info, lighttpd, Apache's SetHandler: a split, but not the mount point
     params = [
         (b"REQUEST_METHOD", b"GET"),
         (b"SCRIPT_NAME", b"/index.py"),
@@ -98,7 +103,13 @@ def test_path_info_from_server_is_kept():
         (b"REQUEST_URI", b"/index.py/a/b"),
     ]
     env = build_environ(params, BASE)
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("", "/index.py/a/b")
+    env = build_environ(params, BASE, root_path="/index.py")  # the mount point is --root-path
     assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/index.py", "/a/b")
+    env = build_environ([p for p in params if p[0] != b"REQUEST_URI"], BASE)  # then SN + PI
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("", "/index.py/a/b")
+    env = build_environ([(b"SCRIPT_NAME", b"/"), (b"PATH_INFO", b"/x")], BASE)
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("", "/x")
 
 
 def test_percent_decoded_utf8_path_is_latin1_bytes_as_str():
@@ -137,3 +148,98 @@ def test_minimal_params_get_pep3333_defaults():
     assert env["SERVER_PROTOCOL"] == "HTTP/1.1"
     assert env["SERVER_NAME"] == "localhost" and env["SERVER_PORT"] == "80"
     assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("", "/x")
+
+
+def test_non_ascii_root_path_is_matched_in_the_wsgi_form():
+    params = [(b"REQUEST_METHOD", b"GET"), (b"REQUEST_URI", b"/caf%C3%A9/x")]
+    env = build_environ(params, BASE, root_path="/café")
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/caf\xc3\xa9", "/x")
+
+
+def test_absolute_form_request_uri_is_reduced_to_its_path():
+    # Apache passes `GET http://host/path HTTP/1.1` on as REQUEST_URI as it came
+    params = [(b"REQUEST_METHOD", b"GET"), (b"REQUEST_URI", b"http://127.0.0.1:8080/hello/w%20x?x=1")]
+    env = build_environ(params, BASE)
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"], env["QUERY_STRING"]) == ("", "/hello/w x", "x=1")
+    assert origin_path("https://example.org") == "/"
+    assert origin_path("*") == "*" and origin_path("") == ""
+    assert origin_path("a/b://c/d") == "a/b://c/d"
+
+
+def test_split_path():
+    assert split_path("/app/x", "/app") == ("/app", "/x")
+    assert split_path("/app", "/app") == ("/app", "")
+    assert split_path("/application", "/app") == ("/app", "/application")
+    assert split_path("/x", "") == ("", "/x")
+
+
+# -- what each front-end really sends (tests/fixtures/frontends/, captured through the recipes
+# of docs/deployment.md by tests/deploy/capture_frontends.py)
+
+PREFIX = "/notes-site"
+CAFE = "/hello/caf\xc3\xa9 x"  # /hello/café x in the WSGI "bytes as str" form
+CAFE_GET = "GET /hello/caf%C3%A9%20x?x=%C3%A9"
+EMPTY_CONTENT = ("CONTENT_TYPE", "CONTENT_LENGTH")
+
+
+def sent(params: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The params as the environ passes them through."""
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in params}
+
+
+FRONTENDS = [
+    # (server, variant, request, --root-path, SCRIPT_NAME, PATH_INFO, params dropped)
+    ("nginx", "nginx", CAFE_GET, "", "", CAFE, EMPTY_CONTENT),
+    ("nginx", "nginx-prefix", f"GET {PREFIX}/hello/world?x=1", PREFIX, PREFIX, "/hello/world", EMPTY_CONTENT),
+    ("apache", "apache-proxypass", "GET /hello/world?x=1", "", "", "/hello/world", ()),
+    ("apache", "apache-proxypass-tcp", CAFE_GET, "", "", CAFE, ()),
+    ("apache", "apache-proxypass-prefix", f"GET {PREFIX}/", PREFIX, PREFIX, "/", ()),
+    ("apache", "apache-sethandler", "GET /hello/world?x=1", "", "", "/hello/world", ()),
+    ("apache", "apache-sethandler-split", "POST /hello/world", "", "", "/hello/world", ()),
+    ("lighttpd", "lighttpd", "GET /hello/world?x=1", "", "", "/hello/world", ()),
+    ("lighttpd", "lighttpd-fix-root-scriptname", "GET /", "", "", "/", ()),
+    ("lighttpd", "lighttpd-prefix", f"GET {PREFIX}/hello/caf%C3%A9%20x?x=%C3%A9", PREFIX, PREFIX, CAFE, ()),
+    # lighttpd's SCRIPT_NAME is the prefix here, but only --root-path mounts the app
+    ("lighttpd", "lighttpd-prefix", f"GET {PREFIX}/hello/world?x=1", "", "", f"{PREFIX}/hello/world", ()),
+    ("caddy", "caddy", "GET /hello/world?x=1", "", "", "/hello/world", ("CONTENT_TYPE",)),
+    ("caddy", "caddy-split", CAFE_GET, "", "", CAFE, ("CONTENT_TYPE",)),
+    (
+        "caddy",
+        "caddy-split",
+        "POST /hello/world",
+        "",
+        "",
+        "/hello/world",
+        ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"),
+    ),
+    ("caddy", "caddy-prefix", f"GET {PREFIX}/", PREFIX, PREFIX, "/", ("CONTENT_TYPE",)),
+    (
+        "caddy",
+        "caddy-handle-path",
+        f"GET {PREFIX}/hello/world?x=1",
+        PREFIX,
+        PREFIX,
+        "/hello/world",
+        ("CONTENT_TYPE",),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("server", "variant", "request_", "root_path", "script_name", "path_info", "dropped"),
+    FRONTENDS,
+    ids=[f"{f[1]}:{f[2]}{':' + f[3] if f[3] else ''}" for f in FRONTENDS],
+)
+def test_frontend(server, variant, request_, root_path, script_name, path_info, dropped):
+    params = captured(server, variant, request_)
+    env = build_environ(params, BASE, root_path=root_path)
+    want = {
+        **BASE,
+        **sent(params),
+        "SCRIPT_NAME": script_name,
+        "PATH_INFO": path_info,
+        "wsgi.url_scheme": "http",
+    }
+    for key in dropped:
+        del want[key]
+    assert env == want
