@@ -279,16 +279,27 @@ def _socket_owner() -> list[str]:
     return ["--socket-owner", "root:www-data"]
 
 
+#: app name -> the gateway's options and APP
+_APPS = {
+    "wsgi": ["--interface", "wsgi", "tests.deploy.frontend_apps:wsgi"],
+    "wsgi-async": ["--interface", "wsgi", "--worker", "async", "tests.deploy.frontend_apps:wsgi"],
+    "asgi": ["--interface", "asgi", "tests.deploy.frontend_apps:asgi"],
+    "dump": ["--interface", "asgi", "tests.deploy.frontend_apps:dump"],
+}
+
+
 class Gateways:
     """Gateways serving ``tests.deploy.frontend_apps:APP``, started on first use and kept;
-    ``stop()`` kills each one's process group."""
+    ``stop()`` kills each one's process group. ``wsgi-async`` is the WSGI app on the async
+    worker (through the a2wsgi bridge)."""
 
     def __init__(self, workdir: Path) -> None:
         self.dir = workdir
         self.started: dict[tuple[str, str], tuple[Upstream, Proc]] = {}
 
     def get(self, app: str, prefix: str = "") -> Upstream:
-        """The gateway serving ``app`` (``wsgi``, ``asgi`` or ``dump``) at ``prefix``."""
+        """The gateway serving ``app`` (``wsgi``, ``wsgi-async``, ``asgi`` or ``dump``) at
+        ``prefix``."""
         key = (app, prefix)
         if key not in self.started:
             self.started[key] = self._start(app, prefix)
@@ -299,9 +310,7 @@ class Gateways:
         upstream = Upstream(str(self.dir / f"{name}.sock"), free_port())
         mount = ["--root-path", prefix] if prefix else []
         argv = [sys.executable, "-m", "gateway", "--bind", f"unix:{upstream.socket}",
-                "--bind", f"127.0.0.1:{upstream.port}", *_socket_owner(),
-                "--interface", "wsgi" if app == "wsgi" else "asgi",
-                *mount, f"tests.deploy.frontend_apps:{app}"]  # fmt: skip
+                "--bind", f"127.0.0.1:{upstream.port}", *_socket_owner(), *mount, *_APPS[app]]  # fmt: skip
         proc = Proc(argv, self.dir / f"{name}.log", cwd=REPO_ROOT)
         deadline = time.monotonic() + 30
         while True:  # the master listens before its worker has loaded the app: ask the app

@@ -14,6 +14,7 @@ scope builders are written against (``captured``, ``every_capture``), and what
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -55,6 +56,13 @@ def capture(variant: Variant, workdir: Path, gateways: Gateways) -> dict[str, li
         return out
     finally:
         proc.stop()
+
+
+def dumps(data: dict[str, Any]) -> str:
+    """JSON with one param pair a line."""
+    text = json.dumps(data, indent=1)
+    string = r'"(?:[^"\\]|\\.)*"'
+    return re.sub(rf"\[\n\s*({string}),\n\s*({string})\n\s*\]", r"[\1, \2]", text) + "\n"
 
 
 def fixture_path(server: str) -> Path:
@@ -99,7 +107,7 @@ def main(names: list[str]) -> int:
             data["server_software"] = first.get("SERVER_SOFTWARE", "")
             data["variants"][variant.name] = {"recipe": variant.text(), "requests": requests}
             FIXTURES.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(data, indent=1) + "\n")
+            path.write_text(dumps(data))
             print(f"{variant.name}: {len(requests)} requests -> {path.relative_to(REPO_ROOT)}")
     finally:
         gateways.stop()

@@ -5,12 +5,13 @@ and examples/flask_app/deploy/ write them, plus the variants users write (Caddy'
 mount with ``--root-path``); see ``tests/deploy/_frontends.py``.
 
 Through each, routes like ``/hello/world?x=1`` and ``/hello/caf%C3%A9%20x`` must reach the
-right view of a Flask app (sync worker) and of a Starlette app (async worker), which must
-see the same mount point, path and query, and build their own URLs with the mount point;
-an absolute-form request target too (Apache passes it on as REQUEST_URI). The static
-files of the recipes come from disk. ``test_params_are_the_fixtures`` checks that each
-front-end still sends what tests/fixtures/frontends/ holds (the unit tests of the builders
-are written against those captures).
+right view of a Flask app (on the sync worker, and on the async worker through the a2wsgi
+bridge) and of a Starlette app, which must all see the same mount point, path and query, and
+build their own URLs with the mount point; an absolute-form request target too (Apache
+passes it on as REQUEST_URI). The static files of the recipes come from disk.
+``test_params_are_the_fixtures`` checks that each front-end still sends what
+tests/fixtures/frontends/ holds (the unit tests of the builders are written against those
+captures).
 
 Skipped only where the server is not installed (``scripts/setup-env`` installs all four),
 or for Apache when not root.
@@ -100,16 +101,16 @@ def check_routes(base: str, variant: Variant, interface: str) -> None:
         assert r.status == 200 and r.body == STYLE, (variant.name, r.status)
 
 
-@pytest.mark.parametrize("interface", ["wsgi", "asgi"])
+@pytest.mark.parametrize("app", ["wsgi", "wsgi-async", "asgi"])
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
 def test_routes_reach_the_right_view(
-    variant: Variant, interface: str, gateways: Gateways, frontend_dir: Path
+    variant: Variant, app: str, gateways: Gateways, frontend_dir: Path
 ) -> None:
     skip_unless_available(variant)
-    upstream = gateways.get(interface, variant.prefix)
+    upstream = gateways.get(app, variant.prefix)
     proc, base = start(variant, frontend_dir, upstream)
     try:
-        check_routes(base, variant, interface)
+        check_routes(base, variant, app.partition("-")[0])
     finally:
         proc.stop()
         print(f"----- {variant.name} log -----\n{proc.log_text()[-3000:]}")
