@@ -136,7 +136,9 @@ def build_environ(
         script, info = get("SCRIPT_NAME", ""), get("PATH_INFO", "")
         full = script[:-1] + info if script[-1:] == "/" and info[:1] == "/" else script + info
     if root_path:
-        environ["SCRIPT_NAME"], environ["PATH_INFO"] = split_path(full, native_root_path(root_path))
+        if not root_path.isascii():
+            root_path = native_root_path(root_path)
+        environ["SCRIPT_NAME"], environ["PATH_INFO"] = split_path(full, root_path)
     else:
         environ["SCRIPT_NAME"] = ""
         environ["PATH_INFO"] = full
