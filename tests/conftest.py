@@ -3,7 +3,8 @@
 - The repo root and ``tests/apps`` (when it exists) go on ``sys.path`` and are exported in
   ``PYTHONPATH``, so ``python -m gateway tests_app:app`` subprocesses can import test apps
   and ``from tests.integration.nginx import ...`` works however pytest is started.
-- ``FCGI_GATEWAY_*`` variables from the outer environment are dropped: the CLI reads them
+- ``FCGI_GATEWAY_*`` variables from the outer environment are dropped (but the speedups
+  switch, ``FCGI_GATEWAY_NO_SPEEDUPS``, for CI's pure-Python pass): the CLI reads them
   (auto_envvar_prefix) and a stray one would change every server the tests start.
 - ``sock_dir``: unix socket paths must fit in 108 bytes, and pytest's ``tmp_path`` can be
   longer than that for parametrized tests, so sockets go in a short ``/tmp/fcgw-*`` dir.
@@ -29,6 +30,10 @@ from typing import Any
 
 import pytest
 
+#: Kept from the outer environment: the pure-Python pass of CI (gateway/speedups.py).
+SPEEDUPS_VAR = "FCGI_GATEWAY_NO_SPEEDUPS"
+
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 APPS_DIR = REPO_ROOT / "tests" / "apps"
 
@@ -40,7 +45,7 @@ def _setup_paths() -> None:
             sys.path.insert(0, p)
     current = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in paths]
     os.environ["PYTHONPATH"] = os.pathsep.join(paths + current)
-    for name in [k for k in os.environ if k.startswith("FCGI_GATEWAY_")]:
+    for name in [k for k in os.environ if k.startswith("FCGI_GATEWAY_") and k != SPEEDUPS_VAR]:
         del os.environ[name]
 
 
@@ -70,7 +75,9 @@ class Gateway:
         self.address = bind or f"unix:{sock_dir}/gw{next(_seq)}.sock"
         self.socket_path = self.address.removeprefix("unix:") if self.address.startswith("unix:") else None
         self.cmd = [sys.executable, "-m", "gateway", "--bind", self.address, *args, app]
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("FCGI_GATEWAY_")}
+        self.env = {
+            k: v for k, v in os.environ.items() if not k.startswith("FCGI_GATEWAY_") or k == SPEEDUPS_VAR
+        }
         self.env["PYTHONUNBUFFERED"] = "1"
         if env:
             extra = dict(env)

@@ -8,7 +8,7 @@ cycle: ``feed_body``/``end_body`` as STDIN arrives, ``disconnect`` on EOF/abort.
 talks back through a small set of protocol methods (``write``, ``drain``,
 ``pause_reading_for``/``resume_reading_for``, ``cycle_finished``).
 
-Guarantees (PITFALLS peer bugs 1, 2, 13):
+Guarantees (docs/protocol-notes.md, peer bugs 1, 2, 13):
 - ``run`` always ends the request: 500 when the app raised or returned before
   ``http.response.start``; the response is closed when it raised or returned after a partial
   body. Exceptions are logged with the request line; tracebacks reach the client only with

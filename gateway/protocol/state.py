@@ -12,7 +12,7 @@ the request is known (STDIN, DATA, DONE) or after an abort (ABORTED). END_REQUES
 request whose input is complete; a request ended early (the app answered before reading the
 whole body, a body over the limit, an unknown role) becomes ENDED, and its remaining input
 records are ignored until a BEGIN_REQUEST reuses the id. That is the race-free id reuse
-nginx relies on with keep-conn (PITFALLS.md, peer bug 2) and the "ignore the rest of the
+nginx relies on with keep-conn (docs/protocol-notes.md, peer bug 2) and the "ignore the rest of the
 records" rule after UNKNOWN_ROLE (peer bug 9).
 
 Everything not in RECEIVE is a RemoteProtocolError; sending in a state not in CAN_SEND is a
@@ -70,10 +70,11 @@ RECEIVE: dict[tuple[RequestState | None, int], Action] = {
     (_S.ENDED, _R.ABORT_REQUEST): _A.IGNORE,
 }
 
-#: RECEIVE by state, then record type: the codec's lookup (two dict gets, no tuple key).
-RECEIVE_BY_STATE: dict[RequestState | None, dict[int, Action]] = {
-    state: {int(rtype): action for (st, rtype), action in RECEIVE.items() if st is state}
-    for state in (None, *RequestState)
+#: RECEIVE keyed by one int, ``record type << 3 | state`` (0 for an id not in use): the
+#: codec's per-record lookup (one dict get, no tuple key). Derived from RECEIVE, never edited.
+RECEIVE_FLAT: dict[int, Action] = {
+    int(rtype) << 3 | (int(state) if state is not None else 0): action
+    for (state, rtype), action in RECEIVE.items()
 }
 
 #: States in which the application may send STDOUT, STDERR and END_REQUEST.

@@ -10,7 +10,7 @@ copy of the baseline Context.
 
 Flow control both ways: request body beyond ``BODY_HIGH_WATER`` waiting for the app pauses
 reading the socket; response writes await ``drain`` while the transport is over its high
-water mark (PITFALLS peer bug 5).
+water mark (docs/protocol-notes.md, peer bug 5).
 
 Hot path (one FastCGI connection per request behind a stock nginx): what is the same for
 every connection is prepared once on the worker (codec arguments, the keep-alive veto);
@@ -62,7 +62,7 @@ logger = logging.getLogger("gateway.error")
 
 _connection_serial = itertools.count(1)
 #: While stopping, a keep-alive connection is closed once it has been idle this long:
-#: closing right after END_REQUEST races with nginx reusing it (PITFALLS.md: lost POSTs).
+#: closing right after END_REQUEST races with nginx reusing it (docs/protocol-notes.md, nginx fact 10).
 IDLE_CLOSE_S = 0.02
 #: Longest wait for the rest of a body we no longer need before closing anyway.
 LINGER_S = 2.0

@@ -13,7 +13,7 @@ workers never interleave):
     <pid> boot-error <message>       the app could not be loaded (then the worker exits)
     <pid> stale <path>               a module file changed on disk since the worker started
 
-``request_done`` is called between requests, never in the middle of one (PITFALLS peer bug
+``request_done`` is called between requests, never in the middle of one (docs/protocol-notes.md, peer bug
 19): max requests (with jitter), max lifetime (with jitter) and max RSS. When one is
 reached the worker asks once for a recycle and keeps serving until the master — once the
 replacement is ready — sends SIGTERM (at max requests and max RSS the worker also stops
@@ -59,7 +59,7 @@ _statm: tuple[int, int] | None = None  # (pid, fd): /proc/self resolves at open 
 
 def rss_bytes() -> int:
     """Resident set size of this process: one pread of /proc/<pid>/statm on a descriptor
-    kept open (about 1 µs; opening the file each time cost three syscalls)."""
+    kept open (one pread, where opening the file each time costs three syscalls)."""
     global _statm
     pid = os.getpid()
     try:
@@ -99,7 +99,7 @@ class WorkerControl:
         self.request_limit = 0
         self.deadline = 0.0
         if lim.max_requests or lim.max_lifetime_s:
-            import random  # only with a limit to jitter (~0.14 MiB of an idle worker otherwise)
+            import random  # only with a limit to jitter (an idle worker does not need it otherwise)
 
             if lim.max_requests:
                 self.request_limit = lim.max_requests + random.randint(0, lim.max_requests_jitter)

@@ -62,7 +62,7 @@ logger = logging.getLogger("gateway.error")
 RECV_SIZE = 64 * 1024
 ACCEPT_BURST = 32
 #: While stopping, a keep-alive connection is closed once it has been idle this long:
-#: closing right after END_REQUEST races with nginx reusing it (PITFALLS.md: lost POSTs).
+#: closing right after END_REQUEST races with nginx reusing it (docs/protocol-notes.md, nginx fact 10).
 IDLE_CLOSE_S = 0.02
 #: Longest wait for the rest of a body we no longer need before closing anyway.
 LINGER_S = 2.0
@@ -286,7 +286,7 @@ class SyncWorker:
             # when wrapping it). TCP connections inherit the kernel I/O timeouts set on the
             # listener (see run()); unix ones rely on nginx's own timeouts and on the
             # read/keep-alive sweeps. The C socket type: socket.socket's Python-level
-            # __init__/close cost ~0.7 us a connection, and nothing here needs its extras.
+            # __init__/close add Python-level work per connection, and nothing here needs its extras.
             sock = _socket.socket(family, _SOCK_STREAM, 0, fd)
             if self._filter is not None and not self._filter.allowed(_addr):
                 logger.warning("connection from %s refused: not in --allowed-clients", _addr[0])

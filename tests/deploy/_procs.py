@@ -23,13 +23,19 @@ from urllib.parse import urlsplit
 
 from tests.integration.nginx import FASTCGI_PARAMS, NGINX, HTTPResult, can_connect, kill_group, read_text
 
+#: Kept from the outer environment: the pure-Python pass of CI (gateway/speedups.py).
+SPEEDUPS_VAR = "FCGI_GATEWAY_NO_SPEEDUPS"
+
+
 APACHE = "/usr/sbin/apache2"
 APACHE_MODULES = "/usr/lib/apache2/modules"
 
 
 def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("FCGI_GATEWAY_", "NOTIFY_SOCKET", "LISTEN_"))
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("FCGI_GATEWAY_", "NOTIFY_SOCKET", "LISTEN_")) or k == SPEEDUPS_VAR
     }
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})

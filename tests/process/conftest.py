@@ -22,6 +22,9 @@ from tests.integration.conftest import nginx_factory, served  # noqa: F401  (fix
 from tests.integration.nginx import kill_group, read_text
 from tests.process._load import Wrk
 
+#: Kept from the outer environment: the pure-Python pass of CI (gateway/speedups.py).
+SPEEDUPS_VAR = "FCGI_GATEWAY_NO_SPEEDUPS"
+
 
 @pytest.fixture
 def wrk(tmp_path: Path) -> Iterator[Callable[..., Wrk]]:
@@ -71,7 +74,7 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., Spawned]]:
 
     def make(cmd: list[str], **kwargs) -> Spawned:
         log_path = tmp_path / f"spawned-{len(started)}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FCGI_GATEWAY_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FCGI_GATEWAY_") or k == SPEEDUPS_VAR}
         env["PYTHONUNBUFFERED"] = "1"
         env.update(kwargs.pop("env", {}))
         with open(log_path, "ab") as log:

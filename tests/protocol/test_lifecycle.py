@@ -1,5 +1,5 @@
 """Request and connection lifecycle: ABORT_REQUEST, should_close (keep-conn and the
-per-connection request limit, PITFALLS peer bug 15) and EOF (PITFALLS peer bug 3).
+per-connection request limit, docs/protocol-notes.md, peer bug 15) and EOF (peer bug 3).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Every FastCGI 1.0 record type, bad versions, and the management records the codec
-answers by itself: GET_VALUES (PITFALLS peer bug 10) and unknown record types.
+answers by itself: GET_VALUES (docs/protocol-notes.md, peer bug 10) and unknown record types.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Roles and multiplexing: refusals the codec answers itself (UNKNOWN_ROLE, CANT_MPX_CONN)
-and ignoring the rest of a refused request (PITFALLS peer bug 9); the FILTER role; two
-interleaved requests; request id reuse on a keep-conn connection (PITFALLS peer bug 2).
+and ignoring the rest of a refused request (docs/protocol-notes.md, peer bug 9); the FILTER role; two
+interleaved requests; request id reuse on a keep-conn connection (docs/protocol-notes.md, peer bug 2).
 """
 
 from __future__ import annotations
@@ -226,7 +226,7 @@ def test_multiplexed_abort_of_one_request_leaves_the_other_alone():
 
 
 def test_request_id_reuse_after_end_request_on_keep_conn():
-    """PITFALLS peer bug 2: ending request 1 must not touch the next request 1."""
+    """docs/protocol-notes.md, peer bug 2: ending request 1 must not touch the next request 1."""
     conn = FastCGIConnection()
     for n in range(5):
         body = b"body %d" % n

@@ -2,7 +2,7 @@
 
 Receiving: a full RESPONDER request, name-value pairs with 1- and 4-byte lengths, every
 padding length, the keep-conn flag, non-UTF-8 params. Sending: output split at 65,535
-bytes (PITFALLS peer bug 4), the exact bytes of end_request and send_response.
+bytes (docs/protocol-notes.md, peer bug 4), the exact bytes of end_request and send_response.
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def test_keep_conn_reported_and_highest_request_id(keep_conn):
 
 
 def test_non_utf8_param_names_and_values_are_kept_as_bytes():
-    """PITFALLS peer bug 6: a non-UTF-8 value must not crash the codec or be decoded."""
+    """docs/protocol-notes.md, peer bug 6: a non-UTF-8 value must not crash the codec or be decoded."""
     params = [
         (b"HTTP_X_LATIN1", b"caf\xe9"),
         (b"\xff\xfe", b"\xc3\x28"),
@@ -204,7 +204,7 @@ def test_two_requests_back_to_back_in_one_buffer_with_keep_conn():
 @pytest.mark.parametrize("size", [1, 65534, 65535, 65536, 70_000, 131_070, 131_071, 200_000])
 @pytest.mark.parametrize("method", ["send_stdout", "send_stderr"])
 def test_output_is_split_at_65535_bytes(size, method):
-    """PITFALLS peer bug 4: a 70 kB body must not overflow the 16-bit length field."""
+    """docs/protocol-notes.md, peer bug 4: a 70 kB body must not overflow the 16-bit length field."""
     rtype = STDOUT if method == "send_stdout" else STDERR
     data = bytes(i * 7 % 256 for i in range(size))
     conn = _ready()
