@@ -51,16 +51,17 @@ def request_bytes(
 
 def listening_sync_worker(path: str, app: Any, config: Config) -> tuple[SyncWorker, socket.socket]:
     """A SyncWorker on a new unix listener at ``path``, set up as ``SyncWorker.run`` sets it
-    up before its loop (baseline context, epoll), for tests that drive ``_accept`` and
-    ``_readable`` themselves. The caller closes the worker's epoll and the listener."""
+    up before its loop (baseline context, its epoll sets), for tests that drive ``_accept`` and
+    ``_readable`` themselves. The caller closes the worker's epoll sets and the listener."""
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(path)
     listener.listen(8)
     listener.setblocking(False)
     worker = SyncWorker(config, app, [listener])
     worker._baseline = contextvars.copy_context()
-    worker._families[listener.fileno()] = int(listener.family)
     worker._ep = select.epoll()
+    worker._waiting = select.epoll()
+    worker._listen_on(listener)
     return worker, listener
 
 
@@ -108,6 +109,7 @@ def worker_rig(path: str, app: Any, **config: Any) -> Iterator[Rig]:
         for conn in list(worker._conns.values()):
             worker._close(conn)
         worker._ep.close()
+        worker._waiting.close()
         listener.close()
 
 

@@ -98,6 +98,8 @@ class SyncWorker:
         self.signal_received: int | None = None
         self.requests_served = 0
         self._conns: dict[int, Conn] = {}
+        #: The listeners alone, polled with no timeout: whether another connection waits.
+        self._waiting: Any = None
         self._listeners: dict[int, socket.socket] = {}
         self._families: dict[int, int] = {}
         # Per-connection and per-request constants, looked up once (hot path).
@@ -147,14 +149,13 @@ class SyncWorker:
         self._baseline = contextvars.copy_context()
         ep = select.epoll()
         self._ep = ep
+        self._waiting = select.epoll()
         for sock in self.sockets:
             sock.setblocking(False)
             if sock.family != socket.AF_UNIX:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self._io_timeout)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self._io_timeout)
-            self._listeners[sock.fileno()] = sock
-            self._families[sock.fileno()] = int(sock.family)
-            ep.register(sock.fileno(), select.EPOLLIN | EPOLLEXCLUSIVE)
+            self._listen_on(sock)
             logger.info("serving WSGI on %s (sync worker)", describe(sock))
         ep.register(rfd, select.EPOLLIN)
         control = self.control
@@ -203,9 +204,19 @@ class SyncWorker:
             for conn in list(self._conns.values()):
                 self._close(conn)
             ep.close()
+            self._waiting.close()
             signal.set_wakeup_fd(-1)
             os.close(rfd)
             os.close(wfd)
+
+    def _listen_on(self, sock: socket.socket) -> None:
+        """Watch a listening socket: in the loop's epoll (EPOLLEXCLUSIVE: one sibling wakes
+        for a connection), and in ``_waiting``, polled without waiting by ``_accept``."""
+        fd = sock.fileno()
+        self._listeners[fd] = sock
+        self._families[fd] = int(sock.family)
+        self._ep.register(fd, select.EPOLLIN | EPOLLEXCLUSIVE)
+        self._waiting.register(fd, select.EPOLLIN)
 
     def _keepalive_veto(self) -> bool:
         return (
@@ -217,10 +228,11 @@ class SyncWorker:
 
     def _stop_accepting(self) -> None:
         for fd, sock in list(self._listeners.items()):
-            try:
-                self._ep.unregister(fd)
-            except (OSError, ValueError):
-                pass
+            for ep in (self._ep, self._waiting):
+                try:
+                    ep.unregister(fd)
+                except (OSError, ValueError):
+                    pass
             # Close this process's copy: once the master and every worker have closed it, the
             # kernel refuses new connections (nginx retries those, POSTs included) instead of
             # queueing them in a backlog nobody accepts from (reset at exit: a lost POST).
@@ -270,8 +282,13 @@ class SyncWorker:
         """Accept and serve connections while the backlog has some (bounded, so that idle
         keep-alive connections with a new request are not starved)."""
         family = self._families[listener.fileno()]  # socket.family is a slow property
-        for _ in range(ACCEPT_BURST):
+        waiting = self._waiting
+        for i in range(ACCEPT_BURST):
             if (self.signal_received is not None and not self.stopping) or self.draining:
+                return
+            # After the first: accept again only when a connection waits. An accept on an
+            # empty backlog raises BlockingIOError, which costs far more than this poll.
+            if i and not waiting.poll(0):
                 return
             try:
                 fd, _addr = listener._accept()
