@@ -37,15 +37,6 @@ class InputStream:
         self._limit = limit
         self._received = 0
 
-    @classmethod
-    def whole(cls, body: bytes, limit: int | None = None) -> InputStream:
-        """A body that arrived whole (the workers' C fast paths): fed and ended."""
-        stream = cls(None, limit)
-        if body:
-            stream.feed(body)
-        stream.end()
-        return stream
-
     # -- fed by the worker -------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
