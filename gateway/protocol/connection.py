@@ -67,6 +67,9 @@ NEED_DATA = _NeedData()
 _KNOWN_TYPES = frozenset(int(t) for t in RecordType)
 _STDOUT = int(RecordType.STDOUT)
 _GET_VALUES_T = int(RecordType.GET_VALUES)
+#: Events are NamedTuples: built with tuple.__new__ directly on the hot path (their
+#: generated __new__ is a Python function wrapping the same call).
+_new = tuple.__new__
 _RECEIVE = RECEIVE_FLAT
 _A_BEGIN = Action.BEGIN
 _A_PARAMS = Action.PARAMS
@@ -220,10 +223,10 @@ class FastCGIConnection:
                                 f"more than {self.max_stdin_buffer} bytes of request body buffered",
                                 413,
                             )
-                        self._events.append(StdinReceived(rid, buf[start:stop]))
+                        self._events.append(_new(StdinReceived, (rid, buf[start:stop])))
                     else:
                         req.state = _ST_DATA if req.role == _FILTER else _ST_DONE  # type: ignore[union-attr]
-                        self._events.append(StdinEnded(rid))
+                        self._events.append(_new(StdinEnded, (rid,)))
                 elif action is _A_PARAMS:
                     self._params(rid, req, buf[start:stop])  # type: ignore[arg-type]
                 elif action is _A_BEGIN:
@@ -341,7 +344,7 @@ class FastCGIConnection:
             raise
         req.params = []
         req.state = _ST_STDIN
-        self._events.append(RequestReceived(rid, req.role, req.keep_conn, params))
+        self._events.append(_new(RequestReceived, (rid, req.role, req.keep_conn, params)))
 
     def _management(self, rtype: int, content: bytes) -> None:
         if rtype == RecordType.GET_VALUES:
