@@ -38,6 +38,7 @@ from .config import (
 )
 from .errors import ConfigError
 from .exits import EXIT_APP_LOAD, EXIT_BIND, EXIT_CONFIG, EXIT_ERROR, EXIT_LIFESPAN, EXIT_OK, run_server
+from .isolation.base import DEFAULT_POLICIES
 from .isolation.setup import checker_names, parse_policies
 from .log import LEVELS, check_access_format, configure
 from .sockets import check_user_group, parse_networks
@@ -175,8 +176,10 @@ SERVE_OPTIONS: tuple[Opt, ...] = (
     _o("--isolation-policy", field="isolation_policies", multiple=True,
        help="KIND=POLICY for a finding kind; POLICY is log, repair, recycle or fail (repeatable)."),
     _o("--isolation-default-policy", field="isolation_default_policy",
-       type=click.Choice(("log", "repair", "recycle", "fail")),
-       help="Policy for finding kinds without --isolation-policy."),
+       type=click.Choice(DEFAULT_POLICIES),
+       help="Policy for finding kinds without --isolation-policy: auto (each kind's own: repair "
+            "what is safe to undo, recycle a worker left unusable, log the rest; see "
+            "docs/isolation.md), or one policy for every kind."),
     # status and ping
     _o("--status-path", field="status_path",
        help="Answer this path with the PHP-FPM compatible status page (?json, ?openmetrics, ?full)."),

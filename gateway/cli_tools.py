@@ -286,7 +286,9 @@ def describe_config(config: Any, interface: str, kind: str) -> list[tuple[str, s
         c.isolation_checkers, c.isolation_user_checkers, parse_policies(c.isolation_policies),
         c.isolation_default_policy, worker=kind,
     )  # fmt: skip
-    policies = [f"{k}={v}" for k, v in layer.policies.items()] + [f"default {c.isolation_default_policy}"]
+    policies = [f"{k}={v}" for k, v in layer.effective_policies().items()]
+    auto = c.isolation_default_policy == "auto"
+    policies.append(f"other kinds {layer.policy_for('')}" + " (auto: each kind's own default)" * auto)
     rows = [
         ("app", c.app + (" (factory)" * c.factory)),
         ("app dir", os.path.abspath(c.app_dir) + (f" (chdir {c.chdir})" if c.chdir else "")),

@@ -132,7 +132,7 @@ class Config:
     isolation_checkers: str = "auto"
     isolation_user_checkers: tuple[str, ...] = ()
     isolation_policies: tuple[str, ...] = ()
-    isolation_default_policy: str = "log"
+    isolation_default_policy: str = "auto"
     reload: bool = False
     reload_dirs: tuple[str, ...] = ()
     reload_backend: str = "auto"

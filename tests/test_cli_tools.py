@@ -274,11 +274,37 @@ def test_check_prints_what_would_run_without_binding(sock_dir, app, interface, w
     assert rows["max body size"] == "10M" and rows["max params size"].startswith("256K")
     assert rows["read timeout"] == "2s" and rows["request timeout"] == "off"
     assert rows["max requests"] == "500 (+ up to 50)" and rows["max memory"] == "256M"
-    assert rows["isolation policies"] == "leak=recycle, default repair"
+    assert rows["isolation policies"] == "leak=recycle, other kinds repair"
     # default "auto": only the framework checkers of libraries the app imported (none here)
     assert rows["isolation checkers"] == "none"
     assert proc.out.rstrip().endswith("fcgi-gateway check: OK")
     assert not sock.exists()  # nothing bound
+
+
+@pytest.mark.parametrize(
+    ("app", "env", "expected"),
+    [
+        ("iso_django:application", {"ISO_DJANGO_DB": "{tmp}/d.sqlite3"},
+         "django-atomic-leak=repair, django-connection-open=repair, django-query-log=repair, "
+         "django-conn-max-age=log"),
+        ("iso_sqla:app", {"ISO_SQLA_DB": "{tmp}/s.sqlite3"},
+         "sqlalchemy-scoped-session=repair, sqlalchemy-session-open=repair, "
+         "sqlalchemy-connection-checked-out=repair"),
+    ],
+)  # fmt: skip
+def test_check_prints_the_effective_policy_of_every_kind(tmp_path, app, env, expected):
+    """No isolation option: each kind's own default (docs/isolation.md), printed by check;
+    --isolation-policy and an explicit --isolation-default-policy override them."""
+    env = {k: v.format(tmp=tmp_path) for k, v in env.items()}
+    proc = cli("check", app, cwd=APPS_DIR, env=env)
+    assert proc.returncode == 0, proc.err
+    auto = "other kinds log (auto: each kind's own default)"
+    assert _rows(proc.out)["isolation policies"] == f"{expected}, {auto}"
+    first = expected.split("=")[0]
+    proc = cli("check", app, "--isolation-policy", f"{first}=fail", cwd=APPS_DIR, env=env)
+    assert _rows(proc.out)["isolation policies"].startswith(f"{first}=fail, ")
+    proc = cli("check", app, "--isolation-default-policy", "log", cwd=APPS_DIR, env=env)
+    assert "repair" not in _rows(proc.out)["isolation policies"]
 
 
 def test_check_reads_the_environment_and_the_config_file(tmp_path):

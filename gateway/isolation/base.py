@@ -27,6 +27,14 @@ applies the policy of each finding's kind:
   replacement (``WorkerControl.request_recycle("leak")``);
 - ``fail``: the worker turns the (buffered) response into a 500 naming the leak.
 
+Defaults are per kind (``--isolation-default-policy auto``, the default): each checker
+declares in ``default_policies`` the kinds whose repair is known to be safe (``repair``),
+and in ``recycle_unrepaired`` the kinds that leave the worker unusable when the repair
+fails or raises: those recycle the worker gracefully. Every other kind is logged. An
+explicit ``--isolation-default-policy`` applies one policy to every kind, and
+``--isolation-policy KIND=POLICY`` overrides either for one kind. docs/isolation.md has
+the table and the reasons.
+
 Only the hooks a checker overrides are called, so an idle hook costs nothing. Findings are
 counted per kind in the worker and reported to the master for the status page. A checker
 that raises is logged and disabled, never allowed to break requests.
@@ -44,6 +52,8 @@ from typing import Any
 logger = logging.getLogger("gateway.isolation")
 
 POLICIES = ("log", "repair", "recycle", "fail")
+#: ``--isolation-default-policy`` values: a policy for every kind, or each kind's own default
+DEFAULT_POLICIES = ("auto", *POLICIES)
 _HOOKS = ("before_request", "after_request", "thread_enter", "thread_exit")
 #: key of ``RequestInfo.extra`` holding (checker, finding, repaired) from the thread hooks
 _THREAD_FINDINGS = "isolation.thread_findings"
@@ -78,6 +88,10 @@ class Checker:
 
     name = "checker"
     kinds: tuple[str, ...] = ()
+    #: kind -> policy under ``--isolation-default-policy auto`` (unlisted kinds: log)
+    default_policies: dict[str, str] = {}
+    #: kinds whose finding leaves the worker unusable when not repaired: recycle then
+    recycle_unrepaired: frozenset[str] = frozenset()
     #: set to False in ``after_load`` when there is nothing to watch (e.g. the library the
     #: checker is about is not used): the layer then drops the checker
     active = True
@@ -164,13 +178,15 @@ class IsolationLayer:
         self,
         checkers: Iterable[Checker],
         policies: dict[str, str] | None = None,
-        default_policy: str = "log",
+        default_policy: str = "auto",
         on_recycle: Callable[[str], None] | None = None,
         on_finding: Callable[[str], None] | None = None,
     ) -> None:
         self.checkers = list(checkers)
         self.policies = dict(policies or {})
         self.default_policy = default_policy
+        self._kind_defaults: dict[str, str] = {}
+        self._recycle_unrepaired: set[str] = set()
         self.on_recycle = on_recycle
         self.on_finding = on_finding
         self.counts: Counter[str] = Counter()
@@ -185,9 +201,25 @@ class IsolationLayer:
             setattr(self, "_" + hook, [c for c in self.checkers if _overrides(c, hook)])
         self._threaded = bool(self._thread_enter or self._thread_exit)
         self.enabled = bool(self.checkers)
+        for checker in self.checkers:
+            self._kind_defaults.update(checker.default_policies)
+            self._recycle_unrepaired.update(checker.recycle_unrepaired)
 
     def policy_for(self, kind: str) -> str:
-        return self.policies.get(kind, self.default_policy)
+        """An explicit ``--isolation-policy``, else the default policy, which under ``auto``
+        is the kind's own default (``log`` for kinds without one)."""
+        policy = self.policies.get(kind)
+        if policy is not None:
+            return policy
+        if self.default_policy != "auto":
+            return self.default_policy
+        return self._kind_defaults.get(kind, "log")
+
+    def effective_policies(self) -> dict[str, str]:
+        """Every kind the checkers report, with the policy it gets (for ``check``)."""
+        kinds = {kind: None for checker in self.checkers for kind in checker.kinds}
+        kinds.update(dict.fromkeys(self.policies))
+        return {kind: self.policy_for(kind) for kind in kinds}
 
     def _disable(self, checker: Checker, hook: str) -> None:
         logger.exception("isolation checker %s failed in %s; disabling it", checker.name, hook)
@@ -275,7 +307,9 @@ class IsolationLayer:
             self._count(finding.kind)
             if policy == "repair" and repaired is None:
                 repaired = bool(self._guard(checker, "repair", lambda c=checker, f=finding: c.repair(f)))
-            elif policy == "recycle":
+            if policy == "repair" and not repaired and finding.kind in self._recycle_unrepaired:
+                policy = "recycle"  # the worker is unusable as it is: replace it gracefully
+            if policy == "recycle":
                 recycle = True
             elif policy == "fail":
                 failing.append(finding)
@@ -288,7 +322,7 @@ class IsolationLayer:
                 info.request_id,
                 {
                     "repair": " - repaired" if repaired else " - could not repair",
-                    "recycle": " - recycling",
+                    "recycle": " - could not repair; recycling" if repaired is False else " - recycling",
                 }.get(policy, ""),
             )
         if recycle and self.on_recycle is not None:

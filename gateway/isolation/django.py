@@ -84,6 +84,16 @@ def _reset(conn: Any) -> None:
 class DjangoChecker(Checker):
     name = "django"
     kinds = ("django-atomic-leak", "django-connection-open", "django-query-log", "django-conn-max-age")
+    #: Safe to undo by default: rolling back and resetting a connection left in atomic()
+    #: (every later request on it fails otherwise), closing a connection the request cycle
+    #: would not close, clearing the DEBUG query log. CONN_MAX_AGE under ASGI is a setting
+    #: to change, reported at start-up.
+    default_policies = {
+        "django-atomic-leak": "repair",
+        "django-connection-open": "repair",
+        "django-query-log": "repair",
+    }
+    recycle_unrepaired = frozenset({"django-atomic-leak"})
 
     def __init__(self) -> None:
         self.connections: Any = None

@@ -63,6 +63,11 @@ def _pending(session: Any) -> int:
 class SQLAlchemyChecker(Checker):
     name = "sqlalchemy"
     kinds = ("sqlalchemy-scoped-session", "sqlalchemy-session-open", "sqlalchemy-connection-checked-out")
+    #: Safe to undo by default: ``remove()`` a leaked scoped_session (its pending changes
+    #: would be committed by the next request), close a Session left open, return a pooled
+    #: connection. A connection that cannot be returned exhausts the pool: recycle then.
+    default_policies = dict.fromkeys(kinds, "repair")
+    recycle_unrepaired = frozenset({"sqlalchemy-connection-checked-out"})
 
     def __init__(self) -> None:
         self.scoped: list[tuple[str, Any]] = []

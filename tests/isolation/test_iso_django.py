@@ -31,19 +31,21 @@ def test_wsgi_atomic_leak_poisons_later_requests_without_the_layer(iso, db_env, 
 
 
 @pytest.mark.parametrize("worker", WSGI)
-def test_wsgi_atomic_leak_reported_and_repaired(iso, db_env, worker):
-    s = iso(*WSGI[worker], "--isolation-checkers", "django", "--isolation-default-policy", "repair",
-            env=db_env)  # fmt: skip
+def test_wsgi_atomic_leak_repaired_by_default(iso, db_env, worker):
+    """No isolation option at all: the Django checker is on (auto: the app imports Django)
+    and a leaked atomic() is rolled back (docs/isolation.md, the default policies)."""
+    s = iso(*WSGI[worker], env=db_env)
     assert s.get("/count").text == "0"
     assert s.get("/leak").status == 200
     [line] = wait_for_finding(s.gateway, "django-atomic-leak")
     assert "database connection 'default' left in an atomic() block by the request" in line
     assert "after GET /leak" in line and line.endswith("- repaired")
-    assert [s.get("/count").text for _ in range(3)] == ["0", "0", "0"]  # the write rolled back
+    later = [s.get("/count") for _ in range(3)]
+    assert [(r.status, r.text) for r in later] == [(200, "0")] * 3  # the write rolled back
 
 
 def test_wsgi_atomic_leak_logged_once(iso, db_env):
-    s = iso(*WSGI["sync"], "--isolation-checkers", "django", env=db_env)  # policy: log
+    s = iso(*WSGI["sync"], "--isolation-default-policy", "log", env=db_env)
     assert s.get("/leak").status == 200
     assert [s.get("/count").status for _ in range(3)] == [500, 500, 500]  # reported, not undone
     [line] = findings(s.gateway, "django-atomic-leak")
@@ -81,13 +83,14 @@ def test_asgi_atomic_leak_and_conn_max_age(iso, db_env, layer):
     assert len(wait_for_finding(s.gateway, "django-connection-open", count=3)) >= 3
 
 
-def test_asgi_atomic_leak_repaired(iso, db_env):
-    s = iso(ASGI, "--isolation-checkers", "django", "--isolation-default-policy", "repair", env=db_env)
+def test_asgi_atomic_leak_repaired_by_default(iso, db_env):
+    s = iso(ASGI, env=db_env)  # no isolation option
     assert s.get("/leak").status == 200
     [line] = wait_for_finding(s.gateway, "django-atomic-leak")
     assert line.endswith("- repaired")
     assert findings(s.gateway, "django-conn-max-age") == []  # CONN_MAX_AGE=0
-    assert s.get("/count").text == "0"
+    later = [s.get("/count") for _ in range(3)]
+    assert [(r.status, r.text) for r in later] == [(200, "0")] * 3
 
 
 @pytest.mark.parametrize("layer", ["off", "on"])

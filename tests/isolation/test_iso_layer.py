@@ -84,6 +84,59 @@ def test_policies(policy):
     assert layer.buffering == (policy == "fail")
 
 
+class Defaults(Recorder):
+    """A checker with its own default policies: ``safe-leak`` is repaired, ``poison`` is
+    repaired too and recycles the worker when the repair fails, ``other`` is logged."""
+
+    name = "defaults"
+    kinds = ("safe-leak", "poison", "other")
+    default_policies = {"safe-leak": "repair", "poison": "repair"}
+    recycle_unrepaired = frozenset({"poison"})
+
+    def __init__(self, kind: str, repairs: bool = True) -> None:
+        super().__init__(kind)
+        self.repairs = repairs
+
+    def repair(self, finding):
+        self._note("repair")
+        if self.repairs is None:
+            raise RuntimeError("repair failed")
+        return self.repairs
+
+
+@pytest.mark.parametrize(
+    ("kind", "repairs", "repaired", "recycled", "suffix"),
+    [
+        ("safe-leak", True, True, False, " - repaired"),
+        ("poison", True, True, False, " - repaired"),
+        ("poison", False, True, True, " - could not repair; recycling"),
+        ("poison", None, True, True, " - could not repair; recycling"),  # the repair raised
+        ("safe-leak", False, True, False, " - could not repair"),
+        ("other", True, False, False, "(request r1)"),  # logged only
+    ],
+)
+def test_default_policies_per_kind(caplog, kind, repairs, repaired, recycled, suffix):
+    recycled_for: list[str] = []
+    checker = Defaults(kind, repairs)
+    layer = IsolationLayer([checker], on_recycle=recycled_for.append)  # default policy: auto
+    assert layer.effective_policies() == {"safe-leak": "repair", "poison": "repair", "other": "log"}
+    req = info()
+    layer.before_request(req)
+    assert layer.after_request(req) == []
+    assert (("repair", threading.current_thread().name) in checker.calls) == repaired
+    assert recycled_for == (["leak"] if recycled else [])
+    [line] = [r.getMessage() for r in caplog.records if f"[{kind}]" in r.getMessage()]
+    assert line.endswith(suffix)
+
+
+def test_explicit_policies_override_the_kinds_defaults():
+    checker = Defaults("poison", False)
+    layer = IsolationLayer([checker], {"poison": "log"})
+    assert layer.policy_for("poison") == "log" and layer.policy_for("safe-leak") == "repair"
+    layer = IsolationLayer([checker], default_policy="log")
+    assert set(layer.effective_policies().values()) == {"log"}
+
+
 def test_failing_checker_is_disabled_and_requests_go_on(caplog):
     class Broken(Checker):
         name = "broken"

@@ -30,8 +30,11 @@ def test_scoped_session_not_removed_commits_the_previous_request(iso, db_env, se
 
 
 @pytest.mark.parametrize("setup", SETUPS)
-def test_scoped_session_removed_by_the_layer(iso, db_env, setup):
-    s = iso("iso_sqla:app", *SETUPS[setup], *REPAIR, env=db_env)
+@pytest.mark.parametrize("options", ["default", "explicit"])
+def test_scoped_session_removed_by_the_layer(iso, db_env, setup, options):
+    """By default (no isolation option: auto checkers, each kind's own policy) as with the
+    options spelled out, request B never commits request A's pending change."""
+    s = iso("iso_sqla:app", *SETUPS[setup], *(REPAIR if options == "explicit" else ()), env=db_env)
     assert s.get("/stage?name=from-request-A").text == "staged"
     [line] = wait_for_finding(s.gateway, "sqlalchemy-scoped-session")
     assert "scoped_session iso_sqla.ScopedSession not removed after the request (1 pending change(s)" in line
@@ -42,7 +45,7 @@ def test_scoped_session_removed_by_the_layer(iso, db_env, setup):
 
 
 def test_scoped_session_reported_under_log(iso, db_env):
-    s = iso("iso_sqla:app", "--isolation-checkers", "sqlalchemy", env=db_env)
+    s = iso("iso_sqla:app", "--isolation-default-policy", "log", env=db_env)
     s.get("/stage?name=a")
     assert len(wait_for_finding(s.gateway, "sqlalchemy-scoped-session")) == 1
     s.get("/add?name=b")
@@ -73,9 +76,10 @@ def test_unclosed_session_reported_and_connection_returned(iso, db_env, setup):
     assert len(sessions) == 3 and "Session left with an open transaction" in sessions[0]
 
 
-@pytest.mark.parametrize("layer", ["off", "on"])
-def test_flask_sqlalchemy(iso, db_env, layer):
-    s = iso("iso_flask:app", *(OFF if layer == "off" else REPAIR), env=db_env)
+@pytest.mark.parametrize("setup", SETUPS)
+@pytest.mark.parametrize("layer", ["off", "default"])
+def test_flask_sqlalchemy(iso, db_env, layer, setup):
+    s = iso("iso_flask:app", *SETUPS[setup], *(OFF if layer == "off" else ()), env=db_env)
     assert s.get("/stage?body=pending").text == "staged"
     assert s.get("/add?body=committed").text == "added"
     assert s.get("/notes").json() == ["committed"]  # Flask-SQLAlchemy's teardown removed it
