@@ -323,4 +323,6 @@ class WSGIResponder:
                 self._emit(self.codec.send_response, error_response(status, detail), 1)
         except ClientGone:
             return False
+        finally:
+            self.ended = True  # a write() from close() after this is refused, never sent
         return True
