@@ -57,6 +57,8 @@ DEFAULT_POLICIES = ("auto", *POLICIES)
 _HOOKS = ("before_request", "after_request", "thread_enter", "thread_exit")
 #: key of ``RequestInfo.extra`` holding (checker, finding, repaired) from the thread hooks
 _THREAD_FINDINGS = "isolation.thread_findings"
+#: ``repaired`` of a finding whose repair raised
+_RAISED: Any = object()
 
 
 @dataclass(frozen=True)
@@ -222,9 +224,21 @@ class IsolationLayer:
         return {kind: self.policy_for(kind) for kind in kinds}
 
     def _disable(self, checker: Checker, hook: str) -> None:
+        """A checker raised: logged with its traceback, counted (kind ``checker-error``),
+        and dropped; the response is never affected."""
         logger.exception("isolation checker %s failed in %s; disabling it", checker.name, hook)
         self.checkers = [c for c in self.checkers if c is not checker]
         self._index()
+        self._count("checker-error")
+
+    def _repair(self, checker: Checker, finding: Finding) -> bool | None:
+        """The checker's repair: True when undone, False when not, None when it raised
+        (the state is then unknown: the caller recycles the worker)."""
+        try:
+            return bool(checker.repair(finding))
+        except Exception:
+            self._disable(checker, "repair")
+            return None
 
     def _guard(self, checker: Checker, hook: str, fn: Callable[[], Any]) -> Any:
         try:
@@ -278,7 +292,9 @@ class IsolationLayer:
         for finding in findings:
             repaired = None
             if self.policy_for(finding.kind) == "repair":
-                repaired = bool(self._guard(checker, "repair", lambda c=checker, f=finding: c.repair(f)))
+                repaired = self._repair(checker, finding)
+                if repaired is None:
+                    repaired = _RAISED
             out.append((checker, finding, repaired))
 
     def after_request(self, info: RequestInfo) -> list[Finding]:
@@ -306,8 +322,13 @@ class IsolationLayer:
             policy = self.policy_for(finding.kind)
             self._count(finding.kind)
             if policy == "repair" and repaired is None:
-                repaired = bool(self._guard(checker, "repair", lambda c=checker, f=finding: c.repair(f)))
-            if policy == "repair" and not repaired and finding.kind in self._recycle_unrepaired:
+                repaired = self._repair(checker, finding)
+                if repaired is None:
+                    repaired = _RAISED
+            if policy == "repair" and repaired is _RAISED:
+                repaired = False
+                policy = "recycle"  # the repair raised: the state is unknown, replace the worker
+            elif policy == "repair" and not repaired and finding.kind in self._recycle_unrepaired:
                 policy = "recycle"  # the worker is unusable as it is: replace it gracefully
             if policy == "recycle":
                 recycle = True

@@ -112,6 +112,7 @@ class Defaults(Recorder):
         ("poison", False, True, True, " - could not repair; recycling"),
         ("poison", None, True, True, " - could not repair; recycling"),  # the repair raised
         ("safe-leak", False, True, False, " - could not repair"),
+        ("safe-leak", None, True, True, " - could not repair; recycling"),  # raised: state unknown
         ("other", True, False, False, "(request r1)"),  # logged only
     ],
 )
@@ -127,6 +128,10 @@ def test_default_policies_per_kind(caplog, kind, repairs, repaired, recycled, su
     assert recycled_for == (["leak"] if recycled else [])
     [line] = [r.getMessage() for r in caplog.records if f"[{kind}]" in r.getMessage()]
     assert line.endswith(suffix)
+    if repairs is None:  # logged with its traceback and counted; the response is unaffected
+        [error] = [r for r in caplog.records if "failed in repair" in r.getMessage()]
+        assert error.exc_info is not None and "repair failed" in caplog.text
+        assert layer.counts["checker-error"] == 1 and layer.checkers == []
 
 
 def test_explicit_policies_override_the_kinds_defaults():
@@ -152,6 +157,7 @@ def test_failing_checker_is_disabled_and_requests_go_on(caplog):
         layer.after_request(req)
     assert [c.name for c in layer.checkers] == ["recorder"]
     assert "isolation checker broken failed in thread_exit; disabling it" in caplog.text
+    assert layer.counts["checker-error"] == 1  # counted once: the checker is dropped
 
 
 def test_inactive_checkers_are_dropped_and_idle_hooks_never_called():
