@@ -33,7 +33,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote, unquote, unquote_to_bytes
 
-from ..wsgi.environ import origin_path
+from ..routing import cgi_path, origin_path, under_root
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 
@@ -152,7 +152,7 @@ def build_scope(
     if cookies:
         headers.append((b"cookie", b"; ".join(cookies)))
 
-    # Routing: the rule of gateway.wsgi.environ.
+    # Routing: the rule of gateway.wsgi.environ (gateway.routing).
     if request_uri is not None:
         raw_path, _, uri_query = request_uri.partition(b"?")
         if raw_path[:1] != b"/":
@@ -160,13 +160,12 @@ def build_scope(
         path = decode_path(raw_path)
     else:
         uri_query = b""
-        script, info = script_name or b"", path_info or b""
-        full = script[:-1] + info if script[-1:] == b"/" and info[:1] == b"/" else script + info
+        full = cgi_path(script_name or b"", path_info or b"")
         path = full.decode("utf-8", "replace")
         raw_path = quote(full, safe="/:@!$&'()*+,;=~").encode("ascii")
     if query_string is None:
         query_string = uri_query
-    if root_path and path != root_path and not path.startswith(root_path + "/"):
+    if root_path and not under_root(path, root_path):
         path = root_path + path
 
     if https and https.lower() != b"off":

@@ -10,7 +10,8 @@ Every param is passed through as a native (latin-1 decoded) string, custom
   number; HTTP_CONTENT_TYPE/HTTP_CONTENT_LENGTH are folded into them (PEP 3333 and
   wsgiref.validate forbid the HTTP_ forms);
 - repeated HTTP_COOKIE params are joined with ``; ``, other repeated headers with ``, ``;
-- SCRIPT_NAME/PATH_INFO follow the routing rule below;
+- SCRIPT_NAME/PATH_INFO follow the routing rule below (its pieces, shared with
+  ``gateway.asgi.scope``, are in ``gateway.routing``);
 - wsgi.url_scheme from HTTPS (on/1) or REQUEST_SCHEME; SERVER_NAME filled from HTTP_HOST or
   SERVER_ADDR when nginx sends it empty.
 
@@ -42,6 +43,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from ..routing import cgi_path, origin_path, split_path
+
 _JOIN = {"HTTP_COOKIE": "; "}
 
 
@@ -52,26 +55,6 @@ def wsgi_path(raw: str) -> str:
     # ``raw`` holds the URI's bytes as latin-1; a str argument would be UTF-8 encoded first,
     # doubling any raw non-ASCII byte nginx passed through (``/caf\xc3\xa9%20x``).
     return unquote_to_bytes(raw.encode("latin-1")).decode("latin-1")
-
-
-def origin_path(target: str) -> str:
-    """The path of a request target that does not start with ``/``: an absolute-form target
-    (``http://host:8080/a`` -> ``/a``, ``http://host`` -> ``/``), which Apache passes on as
-    REQUEST_URI; any other target (``*``) as it is."""
-    scheme, sep, rest = target.partition("://")
-    if not sep or not scheme.isalnum():
-        return target
-    slash = rest.find("/")
-    return rest[slash:] if slash >= 0 else "/"
-
-
-def split_path(full: str, root_path: str) -> tuple[str, str]:
-    """(SCRIPT_NAME, PATH_INFO) for ``full`` mounted at ``root_path`` (the rule's step 2):
-    ``root_path`` and the rest of ``full`` when ``full`` starts with it at a segment
-    boundary, else ``root_path`` and the whole of ``full``."""
-    if root_path and (full == root_path or full.startswith(root_path + "/")):
-        return root_path, full[len(root_path) :]
-    return root_path, full
 
 
 def native_root_path(root_path: str) -> str:
@@ -133,8 +116,7 @@ def build_environ(
         if "QUERY_STRING" not in environ:
             environ["QUERY_STRING"] = query
     else:
-        script, info = get("SCRIPT_NAME", ""), get("PATH_INFO", "")
-        full = script[:-1] + info if script[-1:] == "/" and info[:1] == "/" else script + info
+        full = cgi_path(get("SCRIPT_NAME", ""), get("PATH_INFO", ""))
     if root_path:
         if not root_path.isascii():
             root_path = native_root_path(root_path)

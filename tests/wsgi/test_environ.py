@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
+from gateway.routing import cgi_path, origin_path, split_path, under_root
 from gateway.wsgi.environ import build_environ as _build_environ
-from gateway.wsgi.environ import origin_path, split_path, text_params
+from gateway.wsgi.environ import text_params
 from tests.capture import captured_requests
 from tests.deploy.capture_frontends import captured
 
@@ -164,6 +165,14 @@ def test_absolute_form_request_uri_is_reduced_to_its_path():
     assert origin_path("https://example.org") == "/"
     assert origin_path("*") == "*" and origin_path("") == ""
     assert origin_path("a/b://c/d") == "a/b://c/d"
+
+
+def test_cgi_path_and_under_root():
+    assert cgi_path("/app/", "/x") == "/app/x" and cgi_path(b"/app/", b"/x") == b"/app/x"
+    assert cgi_path("/app", "/x") == "/app/x" and cgi_path(b"", b"/x") == b"/x"
+    assert cgi_path("/", "") == "/" and cgi_path("", "") == ""
+    assert under_root("/app", "/app") and under_root("/app/x", "/app")
+    assert not under_root("/application", "/app") and not under_root("/", "/app")
 
 
 def test_split_path():
