@@ -16,6 +16,8 @@ one way (the package itself only holds the paths every module shares):
     report.py       the table (terminal, Markdown) and the JSON file
     chart.py        the PNG chart (matplotlib)
     instructions.py --instructions: instructions per request under Valgrind (no timing)
+    variants.py     --variant / --isolation-cost: the gateway rows once per set of options,
+                    and each variant's per-round cost against the first
     cli.py          options and ``main``
 
 Standard library only; matplotlib for ``--chart``, valgrind for ``--instructions``.

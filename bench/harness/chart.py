@@ -65,7 +65,7 @@ def write_chart(rows: list[Row], path: str, meta: dict[str, Any]) -> None:
             else "#9a9a9a"
             for r in sc_rows
         ]
-        bars = ax.barh([r.backend for r in sc_rows], values, color=colors)
+        bars = ax.barh([r.label for r in sc_rows], values, color=colors)
         top = max(values) or 1.0
         for bar, r in zip(bars, sc_rows, strict=True):
             ax.text(

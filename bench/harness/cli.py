@@ -1,7 +1,8 @@
 """The command line of ``bench/run``: its options (:func:`parse_args`) and :func:`main`,
 which installs what is missing (then re-executes itself inside the bench venv), runs or
-reloads the results, prints the table, writes ``--json``/``--markdown``/``--chart``, and
-exits 1 when a row failed or had a client-visible error.
+reloads the results, prints the table (and, with ``--variant``/``--isolation-cost``, the
+cost of each variant), writes ``--json``/``--markdown``/``--chart``, and exits 1 when a
+row failed or had a client-visible error.
 """
 
 from __future__ import annotations
@@ -22,6 +23,15 @@ from .instructions import count_instructions, instructions_table
 from .report import failures, load_json, markdown_table, print_table, write_json
 from .runner import run
 from .scenarios import SCENARIO, SCENARIOS, TINY_SCENARIOS
+from .variants import (
+    ISOLATION_COST,
+    ISOLATION_COST_ROWS,
+    ISOLATION_COST_SCENARIOS,
+    cost_table,
+    parse_variant,
+    reference_variant,
+    variant_costs,
+)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -92,9 +102,37 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=[],
         help="extra options for the gateway rows, one quoted string (e.g. '--isolation-checkers none')",
     )
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL=ARGS",
+        help="measure every gateway row once per variant: LABEL names it, ARGS are gateway options "
+        "(one quoted string, may be empty; after --gateway-args); repeatable, the first is the "
+        "reference the others' CPU/request and req/s are compared to, round by round",
+    )
+    ap.add_argument(
+        "--isolation-cost",
+        action="store_true",
+        help="the isolation layer's cost: --variant checkers-none='--isolation-checkers none' "
+        "--variant default= (then any other --variant), on --scenarios "
+        f"{','.join(ISOLATION_COST_SCENARIOS)} --only {','.join(ISOLATION_COST_ROWS)} unless given "
+        "(add uwsgi to --only for the ratio to uWSGI)",
+    )
     ap.add_argument("--startup-timeout", type=float, default=60, help="seconds for the backends to come up")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
     args = ap.parse_args(argv)
+    try:
+        args.variants = [parse_variant(v) for v in args.variant]
+    except ValueError as exc:
+        ap.error(str(exc))
+    if args.isolation_cost:
+        args.variants = [*ISOLATION_COST, *args.variants]
+        args.scenarios = args.scenarios or ",".join(ISOLATION_COST_SCENARIOS)
+        args.only = args.only or ",".join(ISOLATION_COST_ROWS)
+    labels = [v.label for v in args.variants]
+    if len(set(labels)) != len(labels):
+        ap.error(f"--variant labels must differ: {', '.join(labels)}")
     if args.tiny:
         args.rounds, args.seconds, args.warmup = 1, 1.0, min(args.warmup, 0.5)
         args.scenarios = args.scenarios or ",".join(TINY_SCENARIOS)
@@ -132,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     args.python = args.python or sys.executable
     if args.instructions:
         counts = count_instructions(args)
-        table = instructions_table(counts)
+        table = instructions_table(counts, args.variants[0].label if args.variants else None)
         print(table)
         if args.markdown:
             Path(args.markdown).write_text(table)
@@ -144,10 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         rows = run(args)
     print_table(rows)
+    costs = variant_costs(rows, reference_variant(args.meta))
+    if costs:
+        print("\n" + cost_table(costs), end="")
     if args.json:
         write_json(rows, args.json, args)
     if args.markdown:
-        Path(args.markdown).write_text(markdown_table(rows))
+        Path(args.markdown).write_text(markdown_table(rows) + ("\n" + cost_table(costs) if costs else ""))
     if args.chart:
         write_chart(rows, args.chart, args.meta)
     bad = failures(rows)

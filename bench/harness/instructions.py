@@ -21,6 +21,8 @@ nginx's stock fastcgi_params, in batches of 32 connections at a time (like wrk -
 in ``hello-keepconn`` they carry FCGI_KEEP_CONN and go in turn over 32 connections kept
 open (``fastcgi_keep_conn on`` with upstream keepalive; uWSGI closes each, so it gets new
 ones); gunicorn and uvicorn get HTTP/1.0 requests (nginx's proxy_pass default).
+The gateway rows get ``--gateway-args``; with ``--variant`` (variants.py) they are counted
+once per variant, and the table adds each count's change against the first variant's.
 """
 
 from __future__ import annotations
@@ -34,10 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import APPS
-from .backends import APPS_BY_FAMILY, BACKEND, REFERENCE, backend_command
+from .backends import APPS_BY_FAMILY, BACKEND, PROJECT_ROWS, REFERENCE, backend_command
 from .environment import backend_env, compile_sources
 from .procs import Instance, stop_group
 from .scenarios import SCENARIO
+from .variants import relative
 
 WARMUP = 50
 BATCH = 32
@@ -51,6 +54,11 @@ class Count:
     backend: str
     per_request: float | None  # instructions per request (None: the row failed)
     error: str = ""
+    variant: str = ""  # the gateway row's --variant label
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend}/{self.variant}" if self.variant else self.backend
 
 
 # The request is encoded here, not with gateway.protocol: the harness stands alone (it can
@@ -183,8 +191,17 @@ def per_request(base: list[int], more: list[int], n: int) -> float:
     return max(b - a for a, b in zip(base, more, strict=True)) / n
 
 
-def run_once(backend: str, scenario: str, python: str, project: Path, count: int, tmp: Path) -> list[int]:
-    """Serve ``count`` requests under Valgrind; each process's instruction total."""
+def run_once(
+    backend: str,
+    scenario: str,
+    python: str,
+    project: Path,
+    count: int,
+    tmp: Path,
+    gateway_args: tuple[str, ...] = (),
+) -> list[int]:
+    """Serve ``count`` requests under Valgrind (``gateway_args``: extra options of a gateway
+    row); each process's instruction total."""
     sc = SCENARIO[scenario]
     b = BACKEND[backend]
     out_dir = Path(tempfile.mkdtemp(dir=tmp, prefix=f"{scenario}-{backend}-"))
@@ -192,7 +209,7 @@ def run_once(backend: str, scenario: str, python: str, project: Path, count: int
     app = APPS_BY_FAMILY[sc.family][0][b.interface]
     command = [
         "valgrind", "--tool=cachegrind", "--cache-sim=no", "--trace-children=yes",
-        f"--cachegrind-out-file={out_dir}/cg.%p", *backend_command(b, python, sock, app, 1),
+        f"--cachegrind-out-file={out_dir}/cg.%p", *backend_command(b, python, sock, app, 1, gateway_args),
     ]  # fmt: skip
     inst = Instance(b, app, 1, sock, command, out_dir / "log")
     inst.start(backend_env(project, data_dir=tmp))
@@ -229,27 +246,44 @@ def count_instructions(args) -> list[Count]:  # type: ignore[no-untyped-def]
                     BACKEND[backend].interface not in APPS_BY_FAMILY[SCENARIO[scenario].family][0]
                 ):
                     continue
-                print(f"-- {scenario}: {backend} under valgrind", flush=True)
-                n = args.instructions
-                try:
-                    base = run_once(backend, scenario, args.python, args.project, WARMUP, tmp)
-                    more = run_once(backend, scenario, args.python, args.project, WARMUP + n, tmp)
-                    counts.append(Count(scenario, backend, per_request(base, more, n)))
-                except (RuntimeError, OSError) as exc:
-                    counts.append(Count(scenario, backend, None, str(exc)[:300]))
+                variants = args.variants if backend in PROJECT_ROWS else []
+                for label, extra in [(v.label, v.args) for v in variants] or [("", ())]:
+                    count = Count(scenario, backend, None, variant=label)
+                    print(f"-- {scenario}: {count.label} under valgrind", flush=True)
+                    n = args.instructions
+                    gateway_args = (*args.gateway_args, *extra)
+                    once = (backend, scenario, args.python, args.project)
+                    try:
+                        base = run_once(*once, WARMUP, tmp, gateway_args)
+                        more = run_once(*once, WARMUP + n, tmp, gateway_args)
+                        count.per_request = per_request(base, more, n)
+                    except (RuntimeError, OSError) as exc:
+                        count.error = str(exc)[:300]
+                    counts.append(count)
     return counts
 
 
-def instructions_table(counts: list[Count]) -> str:
-    """A Markdown table: instructions per request, and that ÷ uWSGI's in the same scenario."""
+def instructions_table(counts: list[Count], reference: str | None = None) -> str:
+    """A Markdown table: instructions per request, and that ÷ uWSGI's in the same scenario;
+    with variants, also the change against the ``reference`` variant's count."""
     ref = {c.scenario: c.per_request for c in counts if c.backend == REFERENCE and c.per_request}
-    lines = ["| scenario | backend | instructions/request | ÷ uWSGI's |", "|---|---|---:|---:|"]
+    base = {(c.scenario, c.backend): c.per_request for c in counts if reference and c.variant == reference}
+    head = "| scenario | backend | instructions/request | ÷ uWSGI's |"
+    lines = [
+        head + f" vs {reference} |" if reference else head,
+        "|---|---|---:|---:|" + "---:|" * bool(reference),
+    ]
     for c in counts:
         if c.per_request is None:
-            lines.append(f"| {c.scenario} | {c.backend} | failed: {c.error} | |")
+            lines.append(f"| {c.scenario} | {c.label} | failed: {c.error} | |" + " |" * bool(reference))
             continue
         r = ref.get(c.scenario)
         ratio = f"{c.per_request / r:.2f}" if r else "-"
-        name = f"**{c.backend}**" if c.backend.startswith("project-") else c.backend
-        lines.append(f"| {c.scenario} | {name} | {c.per_request / 1000:,.1f}k | {ratio} |")
+        name = f"**{c.label}**" if c.backend.startswith("project-") else c.label
+        line = f"| {c.scenario} | {name} | {c.per_request / 1000:,.1f}k | {ratio} |"
+        if reference:
+            b = base.get((c.scenario, c.backend))
+            change = relative(c.per_request / b) if b else "-"
+            line += f" {'(reference)' if c.variant == reference else change} |"
+        lines.append(line)
     return "\n".join(lines) + "\n"

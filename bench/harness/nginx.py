@@ -68,7 +68,7 @@ def nginx_config(tmp: Path, sites: list[tuple[int, Scenario, Instance]]) -> str:
                 "            proxy_set_header Host $host;"
             )
         servers.append(
-            f"    # {scenario.name} / {inst.backend.name}\n"
+            f"    # {scenario.name} / {inst.label}\n"
             f"    server {{\n        listen 127.0.0.1:{port};\n"
             f"        location / {{\n            {location}\n        }}\n    }}"
         )
@@ -115,7 +115,7 @@ def free_ports(n: int) -> list[int]:
 def start_nginx(
     nginx: str, tmp: Path, plan: list[tuple[Scenario, Instance]]
 ) -> tuple[subprocess.Popen, dict[tuple[str, str], int]]:
-    """Writes the config and starts nginx; returns it and {(scenario, backend): port}."""
+    """Writes the config and starts nginx; returns it and {(scenario, row label): port}."""
     conf_dir = tmp / "nginx"
     conf_dir.mkdir(exist_ok=True)
     (conf_dir / "fastcgi_bench_params").write_text(FASTCGI_PARAMS + "\n")
@@ -141,7 +141,7 @@ def start_nginx(
             if proc.poll() is not None:
                 break
             if (conf_dir / "nginx.pid").exists() and all(tcp_open(p) for p in ports):
-                return proc, {(sc.name, inst.backend.name): port for port, sc, inst in sites}
+                return proc, {(sc.name, inst.label): port for port, sc, inst in sites}
             time.sleep(0.05)
         stop_group(proc)
         log = (

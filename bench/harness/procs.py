@@ -208,6 +208,12 @@ class Instance:
     log: Path
     proc: subprocess.Popen | None = None
     error: str = ""
+    variant: str = ""  # the gateway row's --variant label
+
+    @property
+    def label(self) -> str:
+        """As ``Row.label``: the backend's name, with the variant's."""
+        return f"{self.backend.name}/{self.variant}" if self.variant else self.backend.name
 
     def start(self, env: dict[str, str]) -> None:
         with open(self.log, "ab") as log:

@@ -4,7 +4,8 @@
 Memory columns (MiB; see results.py): ``worker RSS idle`` / ``worker RSS after`` are the
 largest worker process before the load and after this scenario, ``worker RSS growth`` its
 peak since idle minus idle (the memory scenarios' number); ``procs`` and ``RSS sum
-idle`` / ``RSS sum after`` are the backend's whole process tree (master + workers).
+idle`` / ``RSS sum after`` are the backend's whole process tree (master + workers). A
+``--variant`` run also writes each variant's cost against the reference (variants.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .results import RENAMED_FIELDS, Row, Sample
+from .variants import reference_variant, variant_costs
 
 COLUMNS = (
     "scenario",
@@ -45,11 +47,11 @@ def table_cells(row: Row) -> list[str]:
         return "-" if v is None else f"{v:{fmt}}M"
 
     if row.rps is None:  # the reason is printed below the table
-        return [row.scenario, row.backend, "FAILED", *["-"] * (len(COLUMNS) - 3)]
+        return [row.scenario, row.label, "FAILED", *["-"] * (len(COLUMNS) - 3)]
     ratio = "-" if row.ratio_to_uwsgi is None else f"{row.ratio_to_uwsgi:.2f}"
     return [
         row.scenario,
-        row.backend,
+        row.label,
         f"{row.rps:.0f}" if row.rps >= 10 else f"{row.rps:.2f}",
         "-" if row.spread_pct is None else f"{row.spread_pct:.0f}%",
         ratio,
@@ -97,7 +99,7 @@ def markdown_table(rows: list[Row]) -> str:
 def failures(rows: list[Row]) -> list[str]:
     """The rows that make the run fail: no numbers, or a client-visible error."""
     return [
-        f"{r.scenario}/{r.backend}: {r.status if r.rps is None else f'{r.errors} errors'}"
+        f"{r.scenario}/{r.label}: {r.status if r.rps is None else f'{r.errors} errors'}"
         for r in rows
         if r.rps is None or r.errors
     ]
@@ -129,4 +131,7 @@ def write_json(rows: list[Row], path: str, args: argparse.Namespace) -> None:
         },
         "results": [{**asdict(r), "errors": r.errors, "spread_pct": r.spread_pct} for r in rows],
     }
+    costs = variant_costs(rows, reference_variant(args.meta))
+    if costs:  # --variant runs: each variant against the reference, per round (variants.py)
+        data["costs"] = [asdict(c) for c in costs]
     Path(path).write_text(json.dumps(data, indent=2) + "\n")

@@ -1,5 +1,6 @@
 """The numbers of a run: :class:`Sample` (one load run against one port) and :class:`Row`
-(one scenario x backend: its samples, their summary, and the backend's memory).
+(one scenario x backend, or x backend x variant when gateway options are compared: its
+samples, their summary, and the backend's memory).
 
 Memory fields, all in MiB, from ``/proc`` (see procs.py): ``processes`` and the
 ``rss_total_*`` sums cover the backend's whole process tree (master + workers);
@@ -55,6 +56,12 @@ class Row:
     rss_worker_growth_mib: float | None = None  # peak - idle
     nginx_errors: int = 0  # [error] lines nginx logged for this row's port during its load
     cpu_us_per_request: float | None = None  # median over the rounds
+    variant: str = ""  # a gateway row's --variant label ("" when the run has no variants)
+
+    @property
+    def label(self) -> str:
+        """The row's name in tables: the backend, with its variant (``project-wsgi/default``)."""
+        return f"{self.backend}/{self.variant}" if self.variant else self.backend
 
     @property
     def errors(self) -> int:

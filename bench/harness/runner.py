@@ -8,19 +8,22 @@ backends, check the first scenario's rows, read their idle memory (before the ot
 checks: a 1 MiB response would stay in it), check the rest, then per scenario either the
 throughput rounds (a warm-up run per row, then ``--rounds`` x one run per row, A B C A B C)
 or the memory requests (a few big requests per row, one at a time, with the worker's RSS
-sampled), then the memory after. :func:`run` is the whole of it, for ``main``.
+sampled), then the memory after. With ``--variant`` (variants.py), each gateway row is
+one row per variant, on processes of its own, and every other round runs the rows in
+reverse order. :func:`run` is the whole of it, for ``main``.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
 from . import APPS
-from .backends import APPS_BY_FAMILY, BACKEND, BACKENDS, REFERENCE, backend_command
+from .backends import APPS_BY_FAMILY, BACKEND, BACKENDS, PROJECT_ROWS, REFERENCE, backend_command
 from .environment import backend_env, compile_sources, machine_info, probe
 from .load import Load, check_response, memory_request
 from .nginx import find_nginx, nginx_errors_by_port, start_nginx
@@ -36,12 +39,13 @@ from .scenarios import (
     startup_check,
 )
 
-InstanceKey = tuple[str, str, int, str]  # backend, app, workers, own scenario ("" when shared)
+#: backend, app, workers, own scenario ("" when shared), variant ("" without variants)
+InstanceKey = tuple[str, str, int, str, str]
 
 
 def plan_rows(args: argparse.Namespace, available: dict[str, bool]) -> tuple[list[Scenario], list[Row]]:
     """The (scenario, backend) rows to measure; rows whose server or framework is not
-    installed are left out (and listed)."""
+    installed are left out (and listed). A gateway row is one row per ``args.variants``."""
     scenarios = [SCENARIO[n] for n in args.scenarios]
     rows, skipped = [], []
     for sc in scenarios:
@@ -58,7 +62,10 @@ def plan_rows(args: argparse.Namespace, available: dict[str, bool]) -> tuple[lis
                 skipped.append(f"{sc.name}/{name} ({', '.join(missing)} not installed)")
                 continue
             workers = sc.workers if backend.multiprocess else 1
-            rows.append(Row(sc.name, name, backend.protocol, backend.interface, workers, sc.keep_conn, app))
+            variants = [v.label for v in args.variants] if name in PROJECT_ROWS else []
+            for variant in variants or [""]:
+                shape = (backend.protocol, backend.interface, workers, sc.keep_conn, app)
+                rows.append(Row(sc.name, name, *shape, variant=variant))
     if skipped:
         print("not measured:", "; ".join(skipped), flush=True)
     return [s for s in scenarios if any(r.scenario == s.name for r in rows)], rows
@@ -97,24 +104,26 @@ class BenchRun:
         self.load = Load(client, self.tmp)
         self.error_log = self.tmp / "nginx" / "error.log"
         self.ports: dict[tuple[str, str], int] = {}
-        # One process (tree) per (backend, app, workers): scenarios of one group share it.
+        # One process (tree) per (backend, app, workers, variant): scenarios of one group share it.
         self.instances: dict[InstanceKey, Instance] = {}
+        variant_args = {v.label: v.args for v in args.variants}
         for row in rows:
             key = self._key(row)
             if key not in self.instances:
                 n = len(self.instances)
                 sock = str(self.tmp / "sock" / f"{n}.sock")
-                cmd = backend_command(
-                    BACKEND[row.backend], args.python, sock, row.app, row.workers, tuple(args.gateway_args)
-                )
-                log = self.tmp / "logs" / f"{n}-{row.backend}.log"
-                self.instances[key] = Instance(BACKEND[row.backend], row.app, row.workers, sock, cmd, log)
+                extra = (*args.gateway_args, *variant_args.get(row.variant, ()))
+                backend = BACKEND[row.backend]
+                cmd = backend_command(backend, args.python, sock, row.app, row.workers, extra)
+                log = self.tmp / "logs" / f"{n}-{row.label.replace('/', '-')}.log"
+                inst = Instance(backend, row.app, row.workers, sock, cmd, log, variant=row.variant)
+                self.instances[key] = inst
             row.command = self.instances[key].command
 
     @staticmethod
     def _key(row: Row) -> InstanceKey:
         own = SCENARIO[row.scenario].own_processes
-        return (row.backend, row.app, row.workers, row.scenario if own else "")
+        return (row.backend, row.app, row.workers, row.scenario if own else "", row.variant)
 
     def _pid(self, row: Row) -> int:
         proc = self.instances[self._key(row)].proc
@@ -205,33 +214,33 @@ class BenchRun:
             if inst.error:
                 row.status = "failed to start"
                 continue
-            port = self.ports[(row.scenario, row.backend)]
+            port = self.ports[(row.scenario, row.label)]
             try:
                 check = startup_check(SCENARIO[row.scenario])
                 check_response(port, check, max(5.0, deadline - time.monotonic()))
             except RuntimeError as exc:
                 row.status = "failed the start-up check"
-                print(f"!! {row.scenario}/{row.backend}: {exc}\n{inst.log_tail()}", flush=True)
+                print(f"!! {row.scenario}/{row.label}: {exc}\n{inst.log_tail()}", flush=True)
 
     def measure_scenario(self, sc: Scenario, rows: list[Row]) -> None:
-        """A warm-up run per row, then ``--rounds`` rounds of one run per row (A B C A B C)."""
+        """A warm-up run per row, then ``--rounds`` rounds of one run per row (A B C A B C;
+        with variants A B C C B A: every other round in reverse order)."""
         print(f"-- {sc.name}: {sc.description}", flush=True)
         mark = self.error_log.stat().st_size if self.error_log.exists() else 0
         if self.args.warmup > 0:
             for r in rows:
-                self.load.run(self.ports[(sc.name, r.backend)], sc, self.args.warmup, self.args.conns)
+                self.load.run(self.ports[(sc.name, r.label)], sc, self.args.warmup, self.args.conns)
         for n in range(self.args.rounds):
-            for r in rows:
+            for r in rows[::-1] if self.args.variants and n % 2 else rows:
                 pid = self._pid(r)
                 cpu = cpu_seconds(pid)
-                sample = self.load.run(
-                    self.ports[(sc.name, r.backend)], sc, self.args.seconds, self.args.conns
-                )
+                sample = self.load.run(self.ports[(sc.name, r.label)], sc, self.args.seconds, self.args.conns)
                 sample.cpu_s = cpu_seconds(pid) - cpu
                 r.samples.append(sample)
                 err = sample.non2xx + sample.socket_errors
                 note = f"  {err} errors" if err else ""
-                print(f"   round {n + 1}  {r.backend:20} {sample.rps:9.0f} req/s{note}", flush=True)
+                cpu_us = f"{sample.cpu_s / sample.requests * 1e6:8.1f} us CPU/req" if sample.requests else ""
+                print(f"   round {n + 1}  {r.label:28} {sample.rps:9.0f} req/s {cpu_us}{note}", flush=True)
         self._nginx_errors(sc, rows, mark)
 
     def measure_memory(self, sc: Scenario, rows: list[Row]) -> None:
@@ -244,7 +253,7 @@ class BenchRun:
                 pid = self._pid(r)
                 cpu = cpu_seconds(pid)
                 with RssSampler(pid) as sampler:
-                    sample, problem = memory_request(self.ports[(sc.name, r.backend)], sc, MEMORY_TIMEOUT_S)
+                    sample, problem = memory_request(self.ports[(sc.name, r.label)], sc, MEMORY_TIMEOUT_S)
                 sample.cpu_s = cpu_seconds(pid) - cpu
                 r.samples.append(sample)
                 peak = sampler.peak_mib
@@ -253,13 +262,13 @@ class BenchRun:
                 took = "failed" if sample.p50_ms is None else f"{sample.p50_ms / 1000:6.2f} s"
                 seen = "-" if peak is None else f"{peak:.1f} MiB"
                 note = f"  !! {problem}" if problem else ""
-                print(f"   request {n + 1}  {r.backend:20} {took}, worker RSS up to {seen}{note}", flush=True)
+                print(f"   request {n + 1}  {r.label:28} {took}, worker RSS up to {seen}{note}", flush=True)
         self._nginx_errors(sc, rows, mark)
 
     def _nginx_errors(self, sc: Scenario, rows: list[Row], mark: int) -> None:
         logged = nginx_errors_by_port(self.error_log, mark)
         for r in rows:
-            r.nginx_errors = logged.get(self.ports[(sc.name, r.backend)], 0)
+            r.nginx_errors = logged.get(self.ports[(sc.name, r.label)], 0)
 
 
 def run(args: argparse.Namespace) -> list[Row]:
@@ -276,6 +285,8 @@ def run(args: argparse.Namespace) -> list[Row]:
         raise SystemExit(f"nothing to measure: no requested backend is installed for {args.python}")
     meta = args.meta = machine_info(args.python, nginx, client, args.project)
     compile_sources(args.python, args.project, APPS)
+    if args.variants:  # label -> its gateway options; the first is the reference (variants.py)
+        meta["variants"] = {v.label: shlex.join(v.args) for v in args.variants}
     if any(sc.kind == "memory" for sc in scenarios):
         meta["memory_requests"] = min(args.rounds, MEMORY_REQUESTS)  # per row of a memory scenario
         meta["memory_bytes"] = MEMORY_BYTES  # per request
