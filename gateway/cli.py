@@ -179,7 +179,8 @@ SERVE_OPTIONS: tuple[Opt, ...] = (
        type=click.Choice(DEFAULT_POLICIES),
        help="Policy for finding kinds without --isolation-policy: auto (each kind's own: repair "
             "what is safe to undo, recycle a worker left unusable, log the rest; see "
-            "docs/isolation.md), or one policy for every kind."),
+            "docs/isolation.md), strict (repair every kind, recycle the worker when a repair "
+            "is not possible), or one policy for every kind."),
     # status and ping
     _o("--status-path", field="status_path",
        help="Answer this path with the PHP-FPM compatible status page (?json, ?openmetrics, ?full)."),

@@ -287,8 +287,11 @@ def describe_config(config: Any, interface: str, kind: str) -> list[tuple[str, s
         c.isolation_default_policy, worker=kind,
     )  # fmt: skip
     policies = [f"{k}={v}" for k, v in layer.effective_policies().items()]
-    auto = c.isolation_default_policy == "auto"
-    policies.append(f"other kinds {layer.policy_for('')}" + " (auto: each kind's own default)" * auto)
+    other = {
+        "auto": "log (auto: each kind's own default)",
+        "strict": "repair, recycling the worker when not repaired (strict)",
+    }.get(c.isolation_default_policy, c.isolation_default_policy)
+    policies.append(f"other kinds {other}")
     rows = [
         ("app", c.app + (" (factory)" * c.factory)),
         ("app dir", os.path.abspath(c.app_dir) + (f" (chdir {c.chdir})" if c.chdir else "")),

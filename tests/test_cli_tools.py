@@ -274,9 +274,11 @@ def test_check_prints_what_would_run_without_binding(sock_dir, app, interface, w
     assert rows["max body size"] == "10M" and rows["max params size"].startswith("256K")
     assert rows["read timeout"] == "2s" and rows["request timeout"] == "off"
     assert rows["max requests"] == "500 (+ up to 50)" and rows["max memory"] == "256M"
-    assert rows["isolation policies"] == "leak=recycle, other kinds repair"
-    # default "auto": only the framework checkers of libraries the app imported (none here)
-    assert rows["isolation checkers"] == "none"
+    globals_kinds = ", ".join(f"global-{k}=repair" for k in ("rebound", "attribute", "entry", "growth"))
+    assert rows["isolation policies"] == f"{globals_kinds}, leak=recycle, other kinds repair"
+    # default "auto": the globals checker, and the framework checkers of the libraries the
+    # app imported (none here)
+    assert rows["isolation checkers"] == "globals"
     assert proc.out.rstrip().endswith("fcgi-gateway check: OK")
     assert not sock.exists()  # nothing bound
 
@@ -285,9 +287,11 @@ def test_check_prints_what_would_run_without_binding(sock_dir, app, interface, w
     ("app", "env", "expected"),
     [
         ("iso_django:application", {"ISO_DJANGO_DB": "{tmp}/d.sqlite3"},
+         "global-rebound=log, global-attribute=log, global-entry=log, global-growth=log, "
          "django-atomic-leak=repair, django-connection-open=repair, django-query-log=repair, "
          "django-conn-max-age=log"),
         ("iso_sqla:app", {"ISO_SQLA_DB": "{tmp}/s.sqlite3"},
+         "global-rebound=log, global-attribute=log, global-entry=log, global-growth=log, "
          "sqlalchemy-scoped-session=repair, sqlalchemy-session-open=repair, "
          "sqlalchemy-connection-checked-out=repair"),
     ],
@@ -305,6 +309,10 @@ def test_check_prints_the_effective_policy_of_every_kind(tmp_path, app, env, exp
     assert _rows(proc.out)["isolation policies"].startswith(f"{first}=fail, ")
     proc = cli("check", app, "--isolation-default-policy", "log", cwd=APPS_DIR, env=env)
     assert "repair" not in _rows(proc.out)["isolation policies"]
+    proc = cli("check", app, "--isolation-default-policy", "strict", cwd=APPS_DIR, env=env)
+    policies = _rows(proc.out)["isolation policies"]
+    assert "=log" not in policies
+    assert policies.endswith("other kinds repair, recycling the worker when not repaired (strict)")
 
 
 def test_check_reads_the_environment_and_the_config_file(tmp_path):

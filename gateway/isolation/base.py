@@ -30,10 +30,11 @@ applies the policy of each finding's kind:
 Defaults are per kind (``--isolation-default-policy auto``, the default): each checker
 declares in ``default_policies`` the kinds whose repair is known to be safe (``repair``),
 and in ``recycle_unrepaired`` the kinds that leave the worker unusable when the repair
-fails or raises: those recycle the worker gracefully. Every other kind is logged. An
-explicit ``--isolation-default-policy`` applies one policy to every kind, and
-``--isolation-policy KIND=POLICY`` overrides either for one kind. docs/isolation.md has
-the table and the reasons.
+fails or raises: those recycle the worker gracefully. Every other kind is logged.
+``strict`` repairs every kind and recycles the worker whenever a repair is not possible.
+An explicit ``--isolation-default-policy`` applies one policy to every kind, and
+``--isolation-policy KIND=POLICY`` overrides any of these for one kind. docs/isolation.md
+has the table and the reasons.
 
 Only the hooks a checker overrides are called, so an idle hook costs nothing. Findings are
 counted per kind in the worker and reported to the master for the status page. A checker
@@ -52,8 +53,9 @@ from typing import Any
 logger = logging.getLogger("gateway.isolation")
 
 POLICIES = ("log", "repair", "recycle", "fail")
-#: ``--isolation-default-policy`` values: a policy for every kind, or each kind's own default
-DEFAULT_POLICIES = ("auto", *POLICIES)
+#: ``--isolation-default-policy`` values: each kind's own default, ``strict`` (repair every
+#: kind, recycle the worker when that is not possible), or one policy for every kind
+DEFAULT_POLICIES = ("auto", "strict", *POLICIES)
 _HOOKS = ("before_request", "after_request", "thread_enter", "thread_exit")
 #: key of ``RequestInfo.extra`` holding (checker, finding, repaired) from the thread hooks
 _THREAD_FINDINGS = "isolation.thread_findings"
@@ -213,9 +215,17 @@ class IsolationLayer:
         policy = self.policies.get(kind)
         if policy is not None:
             return policy
+        if self.default_policy == "strict":
+            return "repair"
         if self.default_policy != "auto":
             return self.default_policy
         return self._kind_defaults.get(kind, "log")
+
+    def _recycles_unrepaired(self, kind: str) -> bool:
+        """Whether a finding of ``kind`` left unrepaired recycles the worker."""
+        if self.default_policy == "strict" and kind not in self.policies:
+            return True
+        return kind in self._recycle_unrepaired
 
     def effective_policies(self) -> dict[str, str]:
         """Every kind the checkers report, with the policy it gets (for ``check``)."""
@@ -328,7 +338,7 @@ class IsolationLayer:
             if policy == "repair" and repaired is _RAISED:
                 repaired = False
                 policy = "recycle"  # the repair raised: the state is unknown, replace the worker
-            elif policy == "repair" and not repaired and finding.kind in self._recycle_unrepaired:
+            elif policy == "repair" and not repaired and self._recycles_unrepaired(finding.kind):
                 policy = "recycle"  # the worker is unusable as it is: replace it gracefully
             if policy == "recycle":
                 recycle = True

@@ -1,8 +1,7 @@
 """Building the worker's IsolationLayer from the Config: which checkers, which policies.
 
-``--isolation-checkers`` takes ``auto`` (the default: the Django/SQLAlchemy checkers when
-the app imported those libraries, nothing else: a hello-world app pays only the fresh
-contextvars Context of every request), ``all``, ``none`` or a
+``--isolation-checkers`` takes ``auto`` (the default: the globals checker, plus the
+Django/SQLAlchemy checkers when the app imported those libraries), ``all``, ``none`` or a
 comma list of names: globals, threadlocals, tasks, django, sqlalchemy, memory. User
 checkers come from ``--isolation-checker module:callable`` (repeatable) and from
 ``register_checker``. Policies: ``--isolation-policy KIND=POLICY`` (repeatable) over
@@ -37,7 +36,7 @@ BUILTIN: dict[str, tuple[str, str]] = {
 }
 #: ``auto``: cheap and always meaningful, plus the framework checkers when in use
 #: (threadlocals is opt-in: it resets state, which an app may not expect)
-AUTO: tuple[str, ...] = ()  # hello-world cost must stay within 5%: opt in with "all" or a list
+AUTO: tuple[str, ...] = ("globals",)
 #: module that must be imported (by the app) -> checker
 AUTO_IF_IMPORTED: dict[str, str] = {"django": "django", "sqlalchemy": "sqlalchemy"}
 

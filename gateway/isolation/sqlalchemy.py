@@ -36,8 +36,8 @@ import threading
 import weakref
 from typing import Any
 
+from .appmodules import app_modules, walk
 from .base import Checker, Finding, RequestInfo, current_request
-from .globals import app_modules, walk
 
 _KEY = "isolation.sqlalchemy"
 _MAX_BUCKET = 1000  # a thread that never ends a request (a background thread) stays bounded

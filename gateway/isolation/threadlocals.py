@@ -9,7 +9,7 @@ Strategy
 --------
 *Which* thread-locals: instances of ``threading.local`` (or of a subclass defined in an
 app module) bound in an app module — as a global, or as an attribute of a class or
-instance defined there (``gateway.isolation.globals.walk``) — plus those passed to
+instance defined there (``gateway.isolation.appmodules.walk``) — plus those passed to
 ``track()``. A thread-local that a library module also binds is the library's and is
 never touched, nor is any thread-local not found that way: asgiref's ``Local``, Django's
 connections, asyncio's running loop and SQLAlchemy's registries are not app globals.
@@ -32,8 +32,8 @@ import threading
 import weakref
 from typing import Any, TypeVar
 
+from .appmodules import app_modules, is_app_module, walk
 from .base import Checker, Finding, RequestInfo
-from .globals import app_modules, is_app_module, walk
 
 LOCAL_TYPES = (_thread._local, _threading_local.local)
 _MISSING = object()

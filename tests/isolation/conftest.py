@@ -32,7 +32,8 @@ def wait_for_finding(gateway, kind: str, count: int = 1, timeout: float = 5.0) -
 
 
 def no_isolation_lines(gateway) -> bool:
-    return not re.search(r"isolation: ", gateway.log_text())
+    """No finding was logged (the info lines of the snapshot are not findings)."""
+    return not re.search(r"\[(WARNING|ERROR)\] isolation", gateway.log_text())
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ def test_user_in_a_module_global_detected_and_repaired(iso, worker):
     # otherwise overtake it (documented).
     [line] = wait_for_finding(s.gateway, "global-rebound")
     assert s.get("/whoami").text == "anonymous"
-    assert "module global iso_wsgi.CURRENT_USER rebound during the request (NoneType -> str)" in line
+    assert "module global iso_wsgi:CURRENT_USER rebound during the request (NoneType -> str)" in line
     assert "after GET /login" in line and line.endswith("- repaired")
     assert "alice" not in line  # values never reach the log
 
@@ -81,7 +81,7 @@ def test_fail_policy_answers_500_naming_the_leak(iso, worker):
     assert s.get("/whoami").status == 200
     r = s.get("/login?user=alice")
     assert r.status == 500
-    assert "[global-rebound] module global iso_wsgi.CURRENT_USER rebound" in r.text
+    assert "[global-rebound] module global iso_wsgi:CURRENT_USER rebound" in r.text
     assert "policy 'fail'" in r.text
     assert "hello alice" not in r.text
     assert s.get("/whoami").status == 200  # nothing new leaked: answered normally

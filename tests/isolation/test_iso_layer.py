@@ -142,6 +142,29 @@ def test_explicit_policies_override_the_kinds_defaults():
     assert set(layer.effective_policies().values()) == {"log"}
 
 
+@pytest.mark.parametrize(
+    ("kind", "repairs", "recycled", "suffix"),
+    [
+        ("safe-leak", True, False, " - repaired"),
+        ("other", True, False, " - repaired"),  # a kind logged under auto is repaired
+        ("other", False, True, " - could not repair; recycling"),  # and recycles if it cannot be
+        ("safe-leak", False, True, " - could not repair; recycling"),
+    ],
+)
+def test_strict_repairs_every_kind_or_recycles(caplog, kind, repairs, recycled, suffix):
+    recycled_for: list[str] = []
+    layer = IsolationLayer([Defaults(kind, repairs)], default_policy="strict", on_recycle=recycled_for.append)
+    assert set(layer.effective_policies().values()) == {"repair"}
+    req = info()
+    layer.before_request(req)
+    assert layer.after_request(req) == []
+    assert recycled_for == (["leak"] if recycled else [])
+    [line] = [r.getMessage() for r in caplog.records if f"[{kind}]" in r.getMessage()]
+    assert line.endswith(suffix)
+    layer = IsolationLayer([Defaults(kind, False)], {kind: "log"}, "strict", on_recycle=recycled_for.append)
+    assert layer.policy_for(kind) == "log"  # an explicit policy still wins
+
+
 def test_failing_checker_is_disabled_and_requests_go_on(caplog):
     class Broken(Checker):
         name = "broken"
@@ -223,8 +246,8 @@ def test_checker_names():
     assert checker_names("none") == []
     assert checker_names("all") == ["globals", "threadlocals", "tasks", "django", "sqlalchemy", "memory"]
     assert checker_names("globals, memory") == ["globals", "memory"]
-    auto = checker_names("auto")  # the framework checkers, when the app uses the framework
-    assert [n for n in auto if n not in ("django", "sqlalchemy")] == []
+    auto = checker_names("auto")  # globals, and the framework checkers when the app uses them
+    assert [n for n in auto if n not in ("django", "sqlalchemy")] == ["globals"]
     assert ("django" in auto) == ("django" in sys.modules)
     assert ("sqlalchemy" in auto) == ("sqlalchemy" in sys.modules)
     with pytest.raises(ConfigError, match="unknown isolation checker"):

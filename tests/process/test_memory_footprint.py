@@ -92,7 +92,9 @@ def test_sync_worker_holds_no_async_machinery(report):
 
 
 def test_async_worker_holds_no_sync_worker_nor_bridge(report):
-    data = report("asgi_app", "--worker", "async")
+    # the isolation layer's globals checker is on by default: switched off here, so that
+    # only what the other options ask for would be loaded
+    data = report("asgi_app", "--worker", "async", "--isolation-checkers", "none")
     modules = top_level(data["modules"])
     assert "gateway.workers.async_worker" in modules
     assert not modules & NEVER, sorted(modules & NEVER)
@@ -110,6 +112,12 @@ def test_async_worker_loads_what_options_ask_for(report):
     modules = top_level(data["modules"])
     expected = {"gateway.status", "gateway.scoreboard", "gateway.isolation.base", "gateway.isolation.globals"}
     assert expected <= modules, sorted(expected - modules)
+
+
+def test_the_default_isolation_layer_is_loaded(report):
+    modules = top_level(report("asgi_app", "--worker", "async")["modules"])
+    assert {"gateway.isolation.base", "gateway.isolation.globals"} <= modules
+    assert "gateway.isolation.threadlocals" not in modules  # opt-in
 
 
 def test_auto_worker_kind_holds_no_cli(report):
