@@ -277,6 +277,7 @@ class Arbiter:
         if self.board is None:
             return
         from .scoreboard import STATE_RUNNING  # only with a scoreboard (mmap, struct)
+        from .sockdiag import listen_queue
 
         active = sum(1 for s in self.board.read() if s.state == STATE_RUNNING)
         head = self.board.header()
@@ -289,6 +290,8 @@ class Arbiter:
         if self.findings:
             self.board.set_findings(self.findings)
         self.board.update(
+            max_listen_queue=max(head["max_listen_queue"], listen_queue(self.sockets)[0]),
+            ready_workers=sum(1 for w in self.workers.values() if w.ready and not w.retiring),
             max_active=self.max_active,
             max_children_reached=reached,
             generation=self.generation,
@@ -511,6 +514,8 @@ class Arbiter:
         if self.stopping and not quick:
             return
         self.stopping = True
+        if self.board is not None:
+            self.board.update(draining=1)  # the ping page answers 503 from now on
         timeout = 1.0 if quick else self.config.graceful_timeout_s
         self.stop_deadline = time.monotonic() + timeout
         systemd.notify("STOPPING=1")

@@ -6,7 +6,8 @@ status page reads everything. No locks: a reader may see a slot half-updated, wh
 counters on a status page is harmless (the same trade-off as PHP-FPM's scoreboard).
 
 Workers update their slot only when the status page is enabled, so the hot path pays
-nothing otherwise.
+nothing otherwise. The pool header also carries what the ping page needs from the master
+(draining, ready workers), so a scoreboard exists whenever a status or ping page does.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ HEADER_FIELDS = (
     "respawn_max_lifetime",
     "respawn_timeout",
     "respawn_leak",
+    "draining",  # 1 from the moment the master begins to stop: ping answers 503
+    "ready_workers",  # ready workers not being retired (the master's ping: 503 at 0)
 )
 _HEADER = struct.Struct("=d" + "Q" * len(HEADER_FIELDS))
 _FINDING = struct.Struct("=32sQ")

@@ -178,13 +178,12 @@ def run(config: Config) -> None:
         gc.collect()
 
     board: Scoreboard | None = None
-    if config.status_path or config.status_binds:
-        from .scoreboard import Scoreboard
-
-        board = Scoreboard()
     pages = None
     if config.status_path or config.ping_path or config.status_binds:
+        from .scoreboard import Scoreboard
         from .status import StatusPages
+
+        board = Scoreboard()  # with a ping page only, just for the master's flags (draining)
 
         pages = StatusPages(
             board,
@@ -222,7 +221,7 @@ def run(config: Config) -> None:
         if preloaded is None:
             logger.info("application %s loaded (%s, %s worker)", config.app, interface, kind)
         worker_slot = None
-        if board is not None and slot >= 0:
+        if board is not None and slot >= 0 and (config.status_path or config.status_binds):
             from .scoreboard import WorkerSlot
 
             worker_slot = WorkerSlot(board, slot)

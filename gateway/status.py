@@ -14,31 +14,14 @@ from __future__ import annotations
 import json
 import os
 import socket
-import struct
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from .scoreboard import STATE_NAMES, STATE_RUNNING, Scoreboard, SlotView
+from .sockdiag import listen_queue
 
 _TIME_FMT = "%d/%b/%Y:%H:%M:%S %z"
-
-
-def listen_queue(sockets: list[socket.socket]) -> tuple[int, int]:
-    """(connections waiting in the backlog now, backlog size) for TCP listeners (Linux
-    TCP_INFO, as PHP-FPM); unix sockets report 0 like PHP-FPM does."""
-    queued = 0
-    size = 0
-    for sock in sockets:
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            try:
-                info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
-                # struct tcp_info: tcpi_unacked (queued) and tcpi_sacked (backlog) at 24/28
-                unacked, sacked = struct.unpack_from("=II", info, 24)
-                queued += unacked
-                size += sacked
-            except OSError:
-                pass
-    return queued, size
 
 
 def snapshot(
@@ -49,7 +32,7 @@ def snapshot(
     head = board.header()
     slots = board.read()
     active = sum(1 for s in slots if s.state == STATE_RUNNING)
-    queued, qlen = listen_queue(sockets)
+    queued, qlen = listen_queue(sockets)  # now; the master samples the maximum
     summary: dict[str, Any] = {
         "pool": pool,
         "process manager": "static",
@@ -218,25 +201,63 @@ class StatusPages:
         self.workers_wanted = workers_wanted
         self.paths = {p for p in (status_path, ping_path) if p}
 
-    def answer(self, params: list[tuple[bytes, bytes]]) -> bytes | None:
-        """The full CGI response for a status/ping request, or None for any other path."""
-        uri = script = b""
+    def answer(self, params: list[tuple[bytes, bytes]], *, master: bool = False) -> bytes | None:
+        """The full CGI response for a status/ping request, or None for any other path.
+        ``master``: answered by the master (``--status-bind``), where ping also says 503
+        while no worker is ready."""
+        uri = script = info = query = b""
         for name, value in params:  # the last one wins, as in the environ and the scope
             if name == b"REQUEST_URI":
                 uri = value
             elif name == b"SCRIPT_NAME":
                 script = value
-        return self.answer_uri((uri or script).decode("latin-1"))
+            elif name == b"PATH_INFO":
+                info = value
+            elif name == b"QUERY_STRING":
+                query = value
+        return self.answer_request(
+            uri.decode("latin-1"), (script + info).decode("latin-1"), query.decode("latin-1"), master=master
+        )
 
-    def answer_uri(self, uri: str) -> bytes | None:
-        """``answer`` for a request URI (path and query) already decoded as latin-1."""
-        path, _, query = uri.partition("?")
+    def answer_environ(self, environ: Mapping[str, Any]) -> bytes | None:
+        """``answer`` for a WSGI environ (the sync worker's)."""
+        return self.answer_request(
+            environ.get("REQUEST_URI", ""),
+            environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
+            environ.get("QUERY_STRING", ""),
+        )
+
+    def answer_request(
+        self, request_uri: str, script: str, query_string: str, *, master: bool = False
+    ) -> bytes | None:
+        """``answer`` for REQUEST_URI, SCRIPT_NAME + PATH_INFO and QUERY_STRING ("" when
+        absent), decoded as latin-1.
+
+        The path is REQUEST_URI's, else SCRIPT_NAME's: PHP-FPM exporters and ``cgi-fcgi``
+        health checks send only ``SCRIPT_NAME=/status`` and ``QUERY_STRING=json&full``. The
+        format comes from QUERY_STRING, as in PHP-FPM, else from REQUEST_URI's query (nginx
+        sends both, and they agree)."""
+        path, _, uri_query = request_uri.partition("?")
+        path = path or script
         if path not in self.paths:
             return None
         if path == self.ping_path:
-            return cgi_response("200 OK", "text/plain", self.ping_response)
+            return self._ping(master)
         if self.board is None:
-            return cgi_response("503 Service Unavailable", "text/plain", b"status unavailable\n")
+            return cgi_response(_UNAVAILABLE, "text/plain", b"status unavailable\n")
         summary, rows = snapshot(self.board, self.pool, self.sockets, self.workers_wanted)
-        ctype, body = render_status(summary, rows, query)
+        ctype, body = render_status(summary, rows, query_string or uri_query)
         return cgi_response("200 OK", ctype, body)
+
+    def _ping(self, master: bool) -> bytes:
+        """pong; 503 ``draining`` once the master stops (SIGTERM, SIGQUIT, SIGINT), and from
+        the master, 503 ``no ready worker`` while none is ready (starting, crash loop)."""
+        head = self.board.header() if self.board is not None else None
+        if head is not None and head["draining"]:
+            return cgi_response(_UNAVAILABLE, "text/plain", b"draining")
+        if master and head is not None and not head["ready_workers"]:
+            return cgi_response(_UNAVAILABLE, "text/plain", b"no ready worker")
+        return cgi_response("200 OK", "text/plain", self.ping_response)
+
+
+_UNAVAILABLE = "503 Service Unavailable"

@@ -59,7 +59,7 @@ class StatusServer:
             elif type(ev) is StdinEnded:
                 for req in pending:
                     if req.request_id == ev.request_id:
-                        body = self.pages.answer(req.params) or cgi_response(
+                        body = self.pages.answer(req.params, master=True) or cgi_response(
                             "404 Not Found", "text/plain", b"only the status and ping pages are served here\n"
                         )
                         out += codec.send_response(req.request_id, body)

@@ -439,8 +439,7 @@ class SyncWorker:
         stream = conn.input
         config = self.config
         if self.pages is not None:
-            uri = environ.get("REQUEST_URI") or environ["SCRIPT_NAME"] + environ["PATH_INFO"]
-            reply = self.pages.answer_uri(uri)
+            reply = self.pages.answer_environ(environ)
             if reply is not None:
                 conn.input = None
                 self._send_or_drop(conn, conn.codec.send_response(rid, reply))
