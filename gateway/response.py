@@ -56,7 +56,9 @@ def header_block(status: int, headers: list[tuple[bytes, bytes]] | tuple) -> byt
         raise InvalidResponse("response header names and values must be bytes") from None
     lines = len(headers) + 2
     # Every CR and LF must be one of the separators we put there: one call each, in C.
-    if block.count(b"\n") != lines or block.count(b"\r") != lines or b"\0" in block:
+    # (``0 in block`` looks for a NUL byte; ``b"\0" in block`` first tries the argument as
+    # an integer and formats a TypeError for it, on every call.)
+    if block.count(b"\n") != lines or block.count(b"\r") != lines or 0 in block:
         raise InvalidResponse("response header contains CR, LF or NUL (header injection refused)")
     return block
 
@@ -109,7 +111,7 @@ def wsgi_header_block(status: str, headers: list[tuple[str, str]]) -> bytes:
             f"WSGI response headers must be a list of (str, str) latin-1 pairs: {exc}"
         ) from None
     n = len(headers) + 2
-    if block.count(b"\n") != n or block.count(b"\r") != n or b"\0" in block:
+    if block.count(b"\n") != n or block.count(b"\r") != n or 0 in block:  # 0: see header_block
         raise InvalidResponse("response header contains CR, LF or NUL (header injection refused)")
     return block
 
