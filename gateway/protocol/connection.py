@@ -24,6 +24,7 @@ from .constants import (
     FCGI_MPXS_CONNS,
     FCGI_VERSION_1,
     HEADER_LENGTH,
+    MAX_CONTENT_LENGTH,
     NULL_REQUEST_ID,
     ProtocolStatus,
     RecordType,
@@ -41,7 +42,7 @@ from .events import (
     StdinReceived,
 )
 from .records import (
-    decode_begin_request,
+    BEGIN_BODY,
     decode_pairs,
     encode_end_request,
     encode_pairs,
@@ -71,6 +72,7 @@ _GET_VALUES_T = int(RecordType.GET_VALUES)
 #: generated __new__ is a Python function wrapping the same call).
 _new = tuple.__new__
 _RECEIVE = RECEIVE_FLAT
+_unpack_begin = BEGIN_BODY.unpack_from
 _A_BEGIN = Action.BEGIN
 _A_PARAMS = Action.PARAMS
 _A_STDIN = Action.STDIN
@@ -198,6 +200,7 @@ class FastCGIConnection:
         pos = 0
         end = len(buf)
         requests = self._requests
+        append = self._events.append
         try:
             while end - pos >= HEADER_LENGTH:
                 version, rtype, rid, clen, plen = unpack_header(buf, pos)
@@ -212,7 +215,7 @@ class FastCGIConnection:
                     self._management(rtype, buf[start:stop])
                     continue
                 # The state table decides every transition (RECEIVE, keyed by type and
-                # state); the actions every request is made of are dispatched first.
+                # state); the actions every request is made of are handled here, inline.
                 req = requests.get(rid)
                 action = _RECEIVE.get(rtype << 3 | req.state if req is not None else rtype << 3)
                 if action is _A_STDIN:
@@ -223,14 +226,27 @@ class FastCGIConnection:
                                 f"more than {self.max_stdin_buffer} bytes of request body buffered",
                                 413,
                             )
-                        self._events.append(_new(StdinReceived, (rid, buf[start:stop])))
+                        append(_new(StdinReceived, (rid, buf[start:stop])))
                     else:
                         req.state = _ST_DATA if req.role == _FILTER else _ST_DONE  # type: ignore[union-attr]
-                        self._events.append(_new(StdinEnded, (rid,)))
+                        append(_new(StdinEnded, (rid,)))
                 elif action is _A_PARAMS:
-                    self._params(rid, req, buf[start:stop])  # type: ignore[arg-type]
+                    if clen:
+                        req.params_size += clen  # type: ignore[union-attr]
+                        if req.params_size > self.max_params_bytes:  # type: ignore[union-attr]
+                            raise RemoteProtocolError(
+                                f"request {rid}: params exceed {self.max_params_bytes} bytes",
+                                431,
+                                request_id=rid,
+                            )
+                        req.params.append(buf[start:stop])  # type: ignore[union-attr]
+                    else:
+                        self._params_end(rid, req)  # type: ignore[arg-type]
                 elif action is _A_BEGIN:
-                    self._begin(rid, buf[start:stop])
+                    if clen != 8:
+                        raise RemoteProtocolError(f"FCGI_BEGIN_REQUEST body must be 8 bytes, got {clen}")
+                    role, flags = _unpack_begin(buf, start)
+                    self._begin(rid, role, flags)
                 else:
                     self._record(rtype, rid, buf[start:stop], req, action)
         except RemoteProtocolError as exc:
@@ -303,8 +319,7 @@ class FastCGIConnection:
             self._awaiting -= 1
         # otherwise Action.IGNORE: nothing to do
 
-    def _begin(self, rid: int, content: bytes) -> None:
-        role, flags = decode_begin_request(content)
+    def _begin(self, rid: int, role: int, flags: int) -> None:
         keep_conn = bool(flags & FCGI_KEEP_CONN)
         refusal = None
         if role not in self.roles:
@@ -327,18 +342,13 @@ class FastCGIConnection:
         self._active += 1
         self._begun += 1
 
-    def _params(self, rid: int, req: _Request, content: bytes) -> None:
-        if content:
-            req.params_size += len(content)
-            if req.params_size > self.max_params_bytes:
-                raise RemoteProtocolError(
-                    f"request {rid}: params exceed {self.max_params_bytes} bytes", 431, request_id=rid
-                )
-            req.params.append(content)
-            return
-        block = req.params[0] if len(req.params) == 1 else b"".join(req.params)
+    def _params_end(self, rid: int, req: _Request) -> None:
+        """The empty PARAMS record: decode the stream, the request is received."""
+        chunks = req.params
         try:
-            params = decode_pairs(block, self.max_params_count, self.text_params)
+            params = decode_pairs(
+                chunks[0] if len(chunks) == 1 else b"".join(chunks), self.max_params_count, self.text_params
+            )
         except RemoteProtocolError as exc:
             exc.request_id = rid
             raise
@@ -387,7 +397,12 @@ class FastCGIConnection:
         return self._end(self._sendable(rid), rid, app_status, protocol_status)
 
     def _end(self, req: _Request, rid: int, app_status: int, protocol_status: int) -> bytes:
-        if app_status == 0 and protocol_status == 0 and not req.stderr_used:
+        if app_status or protocol_status or req.stderr_used:
+            tail = pack_header(FCGI_VERSION_1, _STDOUT, rid, 0, 0)
+            if req.stderr_used:
+                tail += pack_header(FCGI_VERSION_1, _STDERR, rid, 0, 0)
+            tail += encode_end_request(rid, app_status, protocol_status)
+        else:
             # The usual ending (empty STDOUT + END_REQUEST(0, REQUEST_COMPLETE)), encoded
             # once per request id.
             tail = _OK_ENDINGS.get(rid)
@@ -395,17 +410,13 @@ class FastCGIConnection:
                 tail = pack_header(FCGI_VERSION_1, _STDOUT, rid, 0, 0) + encode_end_request(rid, 0, 0)
                 if len(_OK_ENDINGS) < 1024:
                     _OK_ENDINGS[rid] = tail
-        else:
-            tail = pack_header(FCGI_VERSION_1, _STDOUT, rid, 0, 0)
-            if req.stderr_used:
-                tail += pack_header(FCGI_VERSION_1, _STDERR, rid, 0, 0)
-            tail += encode_end_request(rid, app_status, protocol_status)
         if self._events:
             self._drop_queued(rid)
-        if req.state is _ST_STDIN and req.role != _FILTER:
+        state = req.state
+        if state is _ST_STDIN and req.role != _FILTER:
             req.awaiting_input = True
             self._awaiting += 1
-        nxt = AFTER_END[req.state]
+        nxt = AFTER_END[state]
         if nxt is None:
             del self._requests[rid]
         else:
@@ -414,21 +425,20 @@ class FastCGIConnection:
         if not req.keep_conn:
             self.should_close = True
             return tail
-        if (self.max_requests is not None and self._begun >= self.max_requests) or (
-            self.keepalive_veto is not None and self._vetoed()
-        ):
+        close = self.max_requests is not None and self._begun >= self.max_requests
+        veto = self.keepalive_veto
+        if veto is not None and not close:
+            try:
+                close = bool(veto())
+            except Exception:
+                close = True  # the request is already ended here: its ending goes out, then close
+        if close:
             self.should_close = True
             if not self._active:
                 # Closing right after: bytes after END_REQUEST in the same read make nginx
                 # drop the connection instead of caching it and maybe reusing it as it closes.
                 return tail + pack_header(FCGI_VERSION_1, _STDERR, rid, 0, 0)
         return tail
-
-    def _vetoed(self) -> bool:
-        try:
-            return bool(self.keepalive_veto())  # type: ignore[misc]
-        except Exception:
-            return True  # the request is already ended here: its ending goes out, then close
 
     def _drop_queued(self, rid: int) -> None:
         """Drop untaken events of a request being ended: a worker using ``next_event`` gets
@@ -447,9 +457,12 @@ class FastCGIConnection:
     def send_response(self, rid: int, data: bytes | bytearray | memoryview, app_status: int = 0) -> bytes:
         """STDOUT ``data`` and end the request, as one buffer (one write)."""
         req = self._sendable(rid)
-        if not data:
+        n = len(data)
+        if not n:
             return self._end(req, rid, app_status, 0)
-        return encode_stream(_STDOUT, rid, data) + self._end(req, rid, app_status, 0)
+        if n > MAX_CONTENT_LENGTH:
+            return encode_stream(_STDOUT, rid, data) + self._end(req, rid, app_status, 0)
+        return pack_header(FCGI_VERSION_1, _STDOUT, rid, n, 0) + data + self._end(req, rid, app_status, 0)
 
     def send_response_parts(
         self, rid: int, buffers: list[bytes | bytearray | memoryview], app_status: int = 0

@@ -22,7 +22,7 @@ from .constants import (
 from .errors import RemoteProtocolError
 
 _HEADER = struct.Struct("!BBHHBx")
-_BEGIN_BODY = struct.Struct("!HB5x")
+BEGIN_BODY = struct.Struct("!HB5x")
 _END_BODY = struct.Struct("!LB3x")
 _LEN4 = struct.Struct("!L")
 
@@ -89,14 +89,14 @@ def stream_parts(
 
 def encode_begin_request(request_id: int, role: int = Role.RESPONDER, keep_conn: bool = False) -> bytes:
     flags = FCGI_KEEP_CONN if keep_conn else 0
-    return encode_record(RecordType.BEGIN_REQUEST, request_id, _BEGIN_BODY.pack(role, flags))
+    return encode_record(RecordType.BEGIN_REQUEST, request_id, BEGIN_BODY.pack(role, flags))
 
 
 def decode_begin_request(content: bytes | memoryview) -> tuple[int, int]:
     """(role, flags) from a BEGIN_REQUEST body."""
     if len(content) != 8:
         raise RemoteProtocolError(f"FCGI_BEGIN_REQUEST body must be 8 bytes, got {len(content)}")
-    role, flags = _BEGIN_BODY.unpack_from(content)
+    role, flags = BEGIN_BODY.unpack_from(content)
     return role, flags
 
 
