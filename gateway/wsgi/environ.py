@@ -89,19 +89,22 @@ def build_environ(
                 environ[key] = val
 
     get = environ.get
-    if "HTTP_CONTENT_TYPE" in environ or not get("CONTENT_TYPE"):
-        ctype = environ.pop("HTTP_CONTENT_TYPE", None)
-        if not get("CONTENT_TYPE"):
-            environ.pop("CONTENT_TYPE", None)
-            if ctype:
-                environ["CONTENT_TYPE"] = ctype
+    ctype = get("CONTENT_TYPE")
+    if not ctype or "HTTP_CONTENT_TYPE" in environ:
+        hctype = environ.pop("HTTP_CONTENT_TYPE", None)
+        if not ctype:
+            if hctype:
+                environ["CONTENT_TYPE"] = hctype
+            elif ctype is not None:
+                del environ["CONTENT_TYPE"]
     clen = get("CONTENT_LENGTH")
-    if "HTTP_CONTENT_LENGTH" in environ or not clen:
+    if not clen or "HTTP_CONTENT_LENGTH" in environ:
         hlen = environ.pop("HTTP_CONTENT_LENGTH", None)
         if not clen:
-            environ.pop("CONTENT_LENGTH", None)
             if hlen:
                 environ["CONTENT_LENGTH"] = clen = hlen
+            elif clen is not None:
+                del environ["CONTENT_LENGTH"]
     if clen and not (clen.isascii() and clen.isdigit()):
         del environ["CONTENT_LENGTH"]  # not a length: the body is read to its end anyway
 
@@ -133,7 +136,9 @@ def build_environ(
     if not get("SERVER_NAME"):
         host = get("HTTP_HOST", "")
         if host:
-            host = host[: host.rfind(":")] if host.rfind(":") > host.rfind("]") else host
+            colon = host.rfind(":")
+            if colon > host.rfind("]"):
+                host = host[:colon]
         environ["SERVER_NAME"] = host or get("SERVER_ADDR") or "localhost"
     if not get("SERVER_PORT"):
         environ["SERVER_PORT"] = "443" if scheme == "https" else "80"
