@@ -54,16 +54,12 @@ class ClientGone(Exception):
     """Writing to the web server failed: the connection is gone."""
 
 
-def response_head(status: str, headers: list[tuple[str, str]]) -> tuple[bytes, int | None, int]:
-    """start_response's (header block, declared Content-Length or None, status code), by
-    ``wsgi_header_block`` (which raises ``InvalidResponse``)."""
-    head = wsgi_header_block(status, headers)
-    length = None
+def declared_length(headers: tuple[tuple[str, str], ...]) -> int | None:
+    """The Content-Length a response head declares (None without a valid one)."""
     for name, value in headers:
         if len(name) == 14 and name.lower() == "content-length" and value.isascii() and value.isdigit():
-            length = int(value)
-            break
-    return head, length, int(status[:3])
+            return int(value)
+    return None
 
 
 def describe(environ: dict[str, Any]) -> str:
@@ -85,14 +81,14 @@ class WSGIResponder:
     __slots__ = (
         "body_bytes",
         "buffer",
-        "code",
         "codec",
         "debug",
         "ended",
         "environ",
+        "error_code",
         "head",
+        "headers",
         "headers_sent",
-        "length",
         "lock",
         "rid",
         "sock",
@@ -114,9 +110,11 @@ class WSGIResponder:
         #: END_REQUEST was encoded for this request: nothing more may be sent
         self.ended = False
         self.timed_out = False
-        #: the Content-Length the app declared, if any: its last byte ends the request
-        self.length: int | None = None
-        self.code = 0
+        #: the response head the app gave start_response (its Content-Length, read only for
+        #: an iterable body, tells which chunk is the last)
+        self.headers: tuple[tuple[str, str], ...] = ()
+        #: the status of the error response sent instead of the app's, if any
+        self.error_code = 0
         self.body_bytes = 0
         #: when a list, output is held here instead of sent (isolation "fail" policy)
         self.buffer: list[bytes] | None = None
@@ -179,9 +177,17 @@ class WSGIResponder:
                 exc_info = None
         elif self.status is not None:
             raise AssertionError("start_response() called twice without exc_info")
-        self.head, self.length, self.code = response_head(status, headers)
+        self.head = wsgi_header_block(status, headers)  # raises InvalidResponse
+        self.headers = tuple(headers)  # as sent, whatever the app does with its list
         self.status = status
         return self.write
+
+    @property
+    def code(self) -> int:
+        """The status code sent (for the access log): an error's, else the app's."""
+        if self.error_code:
+            return self.error_code
+        return int(self.status[:3]) if self.status is not None else 0
 
     def write(self, data: bytes) -> None:
         if self.head is None:
@@ -265,13 +271,16 @@ class WSGIResponder:
                 pass
             else:
                 done = False
+                length = -1  # the declared Content-Length, read at the first chunk
                 for chunk in result:
                     if not chunk:
                         continue
                     if done:
                         note("beyond", self.environ, None)
                         break
-                    if self.length is not None and self.body_bytes + len(chunk) >= self.length:
+                    if length == -1:
+                        length = declared_length(self.headers)
+                    if length is not None and self.body_bytes + len(chunk) >= length:
                         # The declared length is reached: the last bytes, the empty STDOUT and
                         # END_REQUEST leave in one write. Two writes let nginx finish the HTTP
                         # response (it has Content-Length bytes) before END_REQUEST arrives, so
@@ -314,7 +323,7 @@ class WSGIResponder:
             # chunk): the caller logged it, and nothing more may be sent.
             return True
         if not self.headers_sent:
-            self.code = status
+            self.error_code = status
         try:
             if self.headers_sent:
                 self._emit(self.codec.end_request, 1)
