@@ -115,12 +115,15 @@ class SyncWorker:
             "wsgi.input_terminated": True,
         }
         self._errors = ErrorStream()
+        self._base["wsgi.errors"] = self._errors  # replaced per request with --forward-stderr
         self._root_path = config.root_path
         self._filter = ClientFilter(config.allowed_clients) if config.allowed_clients else None
         secs = max(1.0, config.read_timeout_s)
         self._io_timeout = struct.pack("ll", int(secs), int((secs % 1) * 1_000_000))
         self.watchdog = Watchdog(config.request_timeout_s, config.slow_request_timeout_s, self._on_timeout)
+        self._watched = self.watchdog.enabled  # a property: read once, not per request
         self._timed_out = False
+        self._pid = os.getpid()  # again in run(): a worker is built, then forked and run
 
     def _on_timeout(self) -> None:
         # Watchdog thread: only flags; the main loop stops accepting after the request.
@@ -145,6 +148,7 @@ class SyncWorker:
     # -- main loop ---------------------------------------------------------------------
 
     def run(self) -> None:
+        self._pid = os.getpid()
         rfd, wfd = self._install_signals()
         self._baseline = contextvars.copy_context()
         ep = select.epoll()
@@ -445,7 +449,6 @@ class SyncWorker:
                 self._send_or_drop(conn, conn.codec.send_response(rid, reply))
                 return
         environ["wsgi.input"] = stream
-        environ["wsgi.errors"] = self._errors
         limit = config.max_body_bytes
         if limit is not None and int(environ.get("CONTENT_LENGTH") or 0) > limit:
             logger.warning("request body over --max-body-size (%d bytes): 413", limit)
@@ -470,15 +473,15 @@ class SyncWorker:
             info = RequestInfo(
                 environ["REQUEST_METHOD"],
                 environ.get("PATH_INFO", ""),
-                environ.get("HTTP_X_REQUEST_ID") or f"{os.getpid()}-{self.requests_served + 1}",
+                environ.get("HTTP_X_REQUEST_ID") or f"{self._pid}-{self.requests_served + 1}",
                 "sync",
                 "wsgi",
             )
             layer.before_request(info)
             if layer.buffering:
                 responder.buffer = []
-        watchdog = self.watchdog
-        if watchdog.enabled:
+        if self._watched:
+            watchdog = self.watchdog
             running = Running(responder, responder.describe())
             watchdog.running[running.thread_id] = running
             ok = self._baseline.copy().run(responder.run, self.app)
@@ -510,16 +513,13 @@ class SyncWorker:
         self._finished(conn, ok)
 
     def _finished(self, conn: Conn, ok: bool) -> None:
-        """A request on ``conn`` is over (``ok`` False: the connection is no longer usable)."""
+        """A request on ``conn`` is over (``ok`` False: the connection is no longer usable);
+        stop accepting when a limit says so (recycling)."""
         conn.input = None
         conn.served += 1
         conn.idle_since = time.monotonic()
         if not ok:
             conn.dead = True
-        self._request_done(conn)
-
-    def _request_done(self, conn: Conn | None) -> None:
-        """After a request: stop accepting when a limit says so (recycling)."""
         if (self.control.request_done() or self._timed_out) and not self.draining:
             self.draining = True
             self._stop_accepting()
