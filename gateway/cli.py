@@ -143,7 +143,10 @@ SERVE_OPTIONS: tuple[Opt, ...] = (
     _o("--max-lifetime-jitter", field="max_lifetime_jitter_s", type=DURATION,
        help="Add up to this much to each worker's --max-lifetime."),
     _o("--max-memory", field="max_memory_bytes", type=SIZE,
-       help="Recycle a worker whose RSS exceeds this after a request (e.g. 256M)."),
+       help="Recycle a worker whose RSS exceeds this after a request (e.g. 256M), logging what grew."),
+    _o("--trace-memory", field="trace_memory_frames", type=click.IntRange(0, 65535),
+       help="Diagnosis: trace allocations (tracemalloc, N frames; 0 = off) and log the top "
+            "allocation sites at a --max-memory recycle or memory-growth. Slows the worker."),
     _o("--max-concurrent-recycles", field="max_concurrent_recycles", type=click.IntRange(1),
        help="Workers replaced at once for recycling."),
     _o("--graceful-timeout", field="graceful_timeout_s", type=DURATION,

@@ -317,6 +317,7 @@ def describe_config(config: Any, interface: str, kind: str) -> list[tuple[str, s
         ("max requests", _jitter(str(c.max_requests or "off"), str(c.max_requests_jitter))),
         ("max lifetime", _jitter(_secs(c.max_lifetime_s), _secs(c.max_lifetime_jitter_s))),
         ("max memory", _size(c.max_memory_bytes, "off")),
+        ("trace memory", f"{c.trace_memory_frames} frames" if c.trace_memory_frames else "off"),
         ("isolation checkers", ", ".join(ch.name for ch in layer.checkers) or "none"),
         ("isolation policies", ", ".join(policies)),
         ("status page", c.status_path or "off"),

@@ -118,6 +118,7 @@ class Config:
     max_lifetime_s: float = 0.0
     max_lifetime_jitter_s: float = 0.0
     max_memory_bytes: int = 0
+    trace_memory_frames: int = 0
     max_concurrent_recycles: int = 1
     heartbeat_timeout_s: float = 60.0
     request_timeout_s: float = 0.0
@@ -164,6 +165,8 @@ class Config:
             raise ConfigError("at least one bind address is needed")
         if self.workers < 1 or self.threads < 1 or self.bridge_threads < 1:
             raise ConfigError("workers, threads and bridge threads must be at least 1")
+        if not 0 <= self.trace_memory_frames <= 65535:  # tracemalloc's range (0 = off)
+            raise ConfigError(f"trace memory takes 0 to 65535 frames, not {self.trace_memory_frames}")
         # A world-writable socket lets any local user talk to the app as the web server.
         if self.socket_mode & 0o002 and not self.extra.get("allow_world_writable_socket"):
             raise ConfigError(f"socket mode {self.socket_mode:#o} is world-writable; refusing")

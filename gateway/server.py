@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from .arbiter import Arbiter
 from .config import Config
 from .errors import AppLoadError, ConfigError
-from .isolation.setup import any_checker, build_layer, parse_policies
+from .isolation.setup import any_checker, build_layer, checker_names, parse_policies
 from .loading import as_asgi3, load_app, resolve_interface
 from .log import DEFAULT_ACCESS_FORMAT, AccessLog
 from .sockets import cleanup_unix_sockets, create_sockets
@@ -210,6 +210,12 @@ def run(config: Config) -> None:
     else:
         sockets_to_clean = sockets
     worker_pages = pages if (config.status_path or config.ping_path) else None
+    # --trace-memory serves the explanation of a --max-memory recycle or a memory-growth
+    trace_frames = config.trace_memory_frames
+    explained = config.max_memory_bytes or "memory" in checker_names(config.isolation_checkers)
+    if trace_frames and not explained:
+        logger.warning("--trace-memory does nothing without --max-memory or the memory checker")
+        trace_frames = 0
 
     def child_main(control_fd: int, slot: int) -> None:
         if (config.user or config.group) and preloaded is None:
@@ -242,6 +248,10 @@ def run(config: Config) -> None:
             raise AppLoadError(f"cannot set up the isolation checkers: {type(exc).__name__}: {exc}") from exc
         if layer is not None:
             layer.after_load(app)
+        if trace_frames:
+            from .isolation.leaks import start_tracing
+
+            start_tracing(trace_frames)  # after the app loaded: its growth is what counts
         worker = make_worker(config, app, kind, sockets, control, worker_pages, worker_slot)
         worker.isolation = layer if layer is not None and layer.enabled else None
         worker.interface = interface

@@ -24,6 +24,9 @@ the master retire it as soon as the replacement was ready: 45 to 49 requests ser
 ``--max-requests 50``, seen by tests/process). ``request_recycle`` is the one function
 other parts (the isolation layer's "recycle" policy, the request watchdog) call to ask for
 a graceful replacement.
+
+With ``--max-memory`` the worker also says why it grew (gateway/isolation/leaks.py): a
+census of its objects after the first request, compared once, when the limit is passed.
 """
 
 from __future__ import annotations
@@ -165,6 +168,17 @@ class WorkerControl:
             return True
         return bool(self.limits.max_memory_bytes) and rss_bytes() > self.limits.max_memory_bytes
 
+    def _explain_memory(self, rss: int) -> None:
+        """Log what grew since the warm-up (once: gateway/isolation/leaks.py)."""
+        from ..isolation.leaks import tracker
+
+        limit = self.limits.max_memory_bytes
+        tracker().report(
+            "max-memory",
+            f"memory: worker {self.pid} over --max-memory ({rss / 1048576:.1f} MiB > "
+            f"{limit / 1048576:.1f} MiB) after {self.requests} requests",
+        )
+
     def request_done(self) -> bool:
         """Count a finished request and check the limits (between requests).
 
@@ -182,10 +196,17 @@ class WorkerControl:
                 return True
             if self.requests >= limit - max(1, limit // 10):
                 self.recycle_soon("max-requests")
-        if self.limits.max_memory_bytes and rss_bytes() > self.limits.max_memory_bytes:
-            self.finding("memory-limit")
-            self.request_recycle("max-memory")
-            return True
+        if self.limits.max_memory_bytes:
+            rss = rss_bytes()
+            if rss > self.limits.max_memory_bytes:
+                self._explain_memory(rss)
+                self.finding("memory-limit")
+                self.request_recycle("max-memory")
+                return True
+            if self.requests == 1:
+                from ..isolation.leaks import tracker
+
+                tracker().warm_up()  # the baseline the recycle's explanation compares with
         if self.deadline and time.monotonic() >= self.deadline:
             self.request_recycle("max-lifetime")
         return False
