@@ -70,7 +70,8 @@ def ping(address: str, path: str, timeout: float) -> None:
     ADDRESS is unix:/path, /path, host:port or [ipv6]:port. Exit status 1, with the reason
     on stderr, when the socket is missing, the connection is refused or times out, the
     answer breaks the FastCGI protocol, or the status is 5xx. With ``serve --ping-path
-    /ping`` the gateway answers without calling the application.
+    /ping`` the gateway answers without calling the application, and answers 503
+    (``draining``) from the moment it is told to stop: a readiness probe fails then.
 
     \b
     Docker:

@@ -386,7 +386,8 @@ def _describe(rec: Record) -> str:
 
 def ping(address: str, path: str = "/ping", timeout: float = 5.0) -> tuple[bool, str]:
     """Health check: ``(True, "200 OK")`` when the application answers ``path`` with a
-    status below 500; otherwise ``(False, reason)``. Never raises ClientError."""
+    status below 500; otherwise ``(False, reason)``, where a 5xx reason carries the first
+    line of a short body (``503 Service Unavailable: draining``). Never raises ClientError."""
     try:
         with FastCGIClient(address, timeout=timeout) as client:
             resp = client.request("GET", path)
@@ -396,4 +397,8 @@ def ping(address: str, path: str = "/ping", timeout: float = 5.0) -> tuple[bool,
         return False, f"request refused with protocol status {resp.protocol_status}"
     if resp.status == 0:
         return False, "response without a valid CGI header block"
-    return resp.status < 500, f"{resp.status} {resp.reason}".strip()
+    reason = f"{resp.status} {resp.reason}".strip()
+    if resp.status >= 500 and 0 < len(resp.body) <= 200:
+        line = resp.body.decode("utf-8", "replace").strip().split("\n", 1)[0].strip()
+        reason += f": {line}" if line.isprintable() and line else ""
+    return resp.status < 500, reason

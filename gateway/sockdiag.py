@@ -107,7 +107,7 @@ def parse_reply(data: bytes, inode: int) -> tuple[int, int] | None:
         attr = body + _UNIX_DIAG_MSG.size
         while attr + _RTATTR.size <= end:
             alen, atype = _RTATTR.unpack_from(data, attr)
-            if alen < _RTATTR.size:
+            if alen < _RTATTR.size or attr + alen > end:
                 break
             if atype == UNIX_DIAG_RQLEN and alen >= _RTATTR.size + _RQLEN.size:
                 rqueue, wqueue = _RQLEN.unpack_from(data, attr + _RTATTR.size)
