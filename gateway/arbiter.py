@@ -17,7 +17,10 @@ retired (SIGTERM, graceful) only while the ready workers left would still number
 ``workers``. That one rule gives both the rolling reload (HUP/USR2: a new generation is
 spawned; each new worker that becomes ready lets one old worker go) and recycling (the
 replacement is started and ready before the old worker is told to stop). A new generation
-that cannot load the app is abandoned and the old one keeps serving.
+that cannot load the app is abandoned and the old one keeps serving. A reload first enters
+``--chdir``/``--app-dir`` again from the paths as given (gateway/releases.py: a flipped
+``current`` symlink is followed); each worker stops by itself if the master dies
+(gateway/orphans.py).
 
 Crashes are replaced with exponential backoff; more than ``CRASH_LIMIT`` crashes within
 ``CRASH_WINDOW`` seconds, or a boot failure of the very first generation, stops the master
@@ -32,13 +35,13 @@ import os
 import select
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from . import speedups, systemd
+from . import orphans, speedups, systemd
+from .child_exit import describe_exit, lifespan_error
 from .config import Config
 from .errors import AppLoadError, HaltServer
 from .log import reopen_files
@@ -46,6 +49,7 @@ from .sockets import cleanup_unix_sockets
 
 if TYPE_CHECKING:
     from .codewatch import SourceWatcher
+    from .releases import ReleaseDirs
     from .scoreboard import Scoreboard
     from .status_server import StatusServer
 
@@ -94,7 +98,11 @@ class Arbiter:
         child_main: Callable[[int, int], None],
         board: Scoreboard | None = None,
         status_server: StatusServer | None = None,
+        releases: ReleaseDirs | None = None,
     ) -> None:
+        self.releases = releases  # the generation's directories: config.app_dir is its real path
+        if releases is not None:
+            config = replace(config, app_dir=releases.current.app_dir)
         self.board = board
         self.status_server = status_server
         self.max_active = 0
@@ -115,6 +123,7 @@ class Arbiter:
         self.booted = False
         self.boot_error: str | None = None
         self.started = time.time()
+        self.pid = os.getpid()
         self._pipe_r = self._pipe_w = self._wake_r = self._wake_w = -1
         self._buf = b""
         self._watchdog = systemd.watchdog_interval()
@@ -173,6 +182,9 @@ class Arbiter:
                     os.close(fd)
                 if self.status_server is not None:
                     self.status_server.close()
+                if self.releases is not None:
+                    self.releases.pin_worker()
+                orphans.watch_master(self.pid, self.config.graceful_timeout_s)
                 self.child_main(self._pipe_w, slot)
                 status = 0
             except (AppLoadError, lifespan_error()) as exc:
@@ -353,6 +365,8 @@ class Arbiter:
                 self.findings[detail] = self.findings.get(detail, 0) + 1
             elif kind == "stale":
                 self.stale[worker.pid] = detail
+                if detail.startswith("release ") and worker.generation == self.generation:
+                    logger.warning("worker %d serves a stale %s; reload (SIGHUP)", worker.pid, detail)
 
     def _on_ready(self, worker: Worker) -> None:
         worker.ready = True
@@ -403,15 +417,15 @@ class Arbiter:
                 self.board.release(worker.slot)
             code = os.waitstatus_to_exitcode(status)
             if worker.retiring or self.stopping:
-                logger.info("worker %d exited (%s)", pid, _describe_exit(code))
+                logger.info("worker %d exited (%s)", pid, describe_exit(code))
             elif code == WORKER_BOOT_ERROR:
                 self._crashed(f"worker {pid} failed to boot")
             elif worker.recycle is not None and code == 0:
                 logger.info("worker %d recycled (%s)", pid, worker.recycle)
             else:
-                logger.error("worker %d died unexpectedly (%s)", pid, _describe_exit(code))
+                logger.error("worker %d died unexpectedly (%s)", pid, describe_exit(code))
                 self.respawns["crash"] = self.respawns.get("crash", 0) + 1
-                self._crashed(f"worker {pid} {_describe_exit(code)}")
+                self._crashed(f"worker {pid} {describe_exit(code)}")
 
     def _crashed(self, what: str) -> None:
         now = time.monotonic()
@@ -542,6 +556,8 @@ class Arbiter:
         if not self.booted:
             logger.warning("reload requested before the workers were ready; ignored")
             return
+        if self.releases is not None and self.releases.follow():
+            self.config = replace(self.config, app_dir=self.releases.current.app_dir)
         self.generation += 1
         self.reloads += 1
         self._reloading = True
@@ -568,29 +584,6 @@ class Arbiter:
 
     def handle_sigchld(self) -> None:
         pass  # _reap runs every turn
-
-
-def lifespan_error() -> type[Exception]:
-    """``gateway.asgi.lifespan.LifespanError`` when that module is loaded, else a class
-    nothing raises: importing it would import asyncio (with ssl, several MB) into the master
-    and the sync workers, and no LifespanError exists in a process that never imported it.
-    For ``except`` clauses, evaluated only when an exception is being matched."""
-    module = sys.modules.get("gateway.asgi.lifespan")
-    error: type[Exception] = module.LifespanError if module is not None else _NeverRaised
-    return error
-
-
-class _NeverRaised(Exception):
-    pass
-
-
-def _describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit status {code}"
 
 
 __all__ = ["WORKER_BOOT_ERROR", "Arbiter", "lifespan_error"]

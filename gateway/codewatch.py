@@ -8,7 +8,12 @@ production.
 - ``StaleCodeDetector`` (worker): remembers the mtime of every module file imported when
   the app finished loading; ``check`` (called from the worker's heartbeat, spread over
   time) finds a file changed on disk since, so "forgot to reload after deploy" shows up
-  as one warning in the log and a flag in the status.
+  as one warning in the log and a flag in the status. It also finds a worker whose
+  release is no longer current: the ``--chdir``/``--app-dir`` it imported from now
+  resolves elsewhere (a ``current`` symlink flipped without a reload; see
+  gateway/releases.py). No file it imported changed then, so only the path tells; the
+  master logs that one (a worker cannot tell a flip followed by a reload from a forgotten
+  reload).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
+
+from . import releases
 
 logger = logging.getLogger("gateway.error")
 
@@ -112,6 +119,7 @@ class StaleCodeDetector:
     def __init__(self, batch: int = 200) -> None:
         self.batch = batch
         self.stale: str | None = None
+        self.moved: str | None = None
         files = []
         for module in list(sys.modules.values()):
             path = getattr(module, "__file__", None)
@@ -122,7 +130,12 @@ class StaleCodeDetector:
         self._pos = 0
 
     def check(self) -> str | None:
-        """Stat the next batch of files; the first changed path (reported once), else None."""
+        """Stat the next batch of files; the first changed path (reported once), else None.
+        Before that, once: ``release <path> now resolves to ...`` when the release moved."""
+        if self.moved is None:
+            self.moved = releases.moved()
+            if self.moved is not None:
+                return self.moved
         if self.stale is not None or not self._order:
             return None
         end = min(self._pos + self.batch, len(self._order))

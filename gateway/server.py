@@ -33,6 +33,7 @@ from .errors import AppLoadError, ConfigError
 from .isolation.setup import any_checker, build_layer, checker_names, parse_policies
 from .loading import as_asgi3, load_app, resolve_interface
 from .log import DEFAULT_ACCESS_FORMAT, AccessLog
+from .releases import ReleaseDirs
 from .sockets import cleanup_unix_sockets, create_sockets
 from .workers.base import Limits, WorkerControl
 
@@ -158,8 +159,8 @@ def limits_of(config: Config) -> Limits:
 
 def run(config: Config) -> None:
     """Bind, then run the arbiter; each forked worker loads the app (unless --preload)."""
-    if config.chdir:
-        os.chdir(config.chdir)
+    # --chdir (or $PWD through a symlink) entered; entered again on each reload (releases.py)
+    releases = ReleaseDirs(config.chdir, config.app_dir)
     # Shared copy-on-write by the workers (see the docstring); imported before binding, so
     # that the socket accepts only shortly before the workers are forked, as it always did.
     kinds = candidate_kinds(config)
@@ -167,7 +168,11 @@ def run(config: Config) -> None:
         preimport_workers(config, kinds, bridge=config.interface == "wsgi")
         gc.collect()  # garbage left now would be kept for good by the arbiter's gc.freeze
     sockets = create_sockets(
-        config.binds, backlog=config.backlog, mode=config.socket_mode, owner=config.socket_owner
+        config.binds,
+        backlog=config.backlog,
+        mode=config.socket_mode,
+        owner=config.socket_owner,
+        orphan_wait_s=config.graceful_timeout_s,  # a dead master's workers still finishing
     )
     preloaded = None
     if config.preload:
@@ -223,7 +228,7 @@ def run(config: Config) -> None:
             preimport_workers(config, kinds, bridge=config.interface != "asgi")
         drop_privileges(config.user, config.group)
         control = WorkerControl(control_fd, limits_of(config), heartbeat_s=1.0)
-        app, interface, kind = preloaded or prepare_app(config)
+        app, interface, kind = preloaded or prepare_app(arbiter.config)  # this generation's app_dir
         if preloaded is None:
             logger.info("application %s loaded (%s, %s worker)", config.app, interface, kind)
         worker_slot = None
@@ -259,15 +264,19 @@ def run(config: Config) -> None:
             worker.access = AccessLog(config.access_log_format or DEFAULT_ACCESS_FORMAT)
         worker.run()
 
-    if config.pid_file:
-        with open(config.pid_file, "w") as f:
+    pid_file = os.path.abspath(config.pid_file) if config.pid_file else None  # a reload may chdir
+    if pid_file:
+        with open(pid_file, "w") as f:
             f.write(f"{os.getpid()}\n")
+    arbiter = Arbiter(
+        config, sockets, child_main, board=board, status_server=status_server, releases=releases
+    )
     try:
-        Arbiter(config, sockets, child_main, board=board, status_server=status_server).run()
+        arbiter.run()
     finally:
         cleanup_unix_sockets(sockets_to_clean)
         for sock in sockets_to_clean:
             sock.close()
-        if config.pid_file:
+        if pid_file:
             with contextlib.suppress(OSError):
-                os.unlink(config.pid_file)
+                os.unlink(pid_file)

@@ -18,6 +18,7 @@ import stat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import orphans
 from .errors import BindError, ConfigError
 
 if TYPE_CHECKING:
@@ -81,7 +82,9 @@ def parse_bind(text: str) -> BindSpec:
     return BindSpec("tcp", host=host or "127.0.0.1", port=port_no)
 
 
-def _remove_stale_unix_socket(path: str) -> None:
+def _remove_stale_unix_socket(path: str, orphan_wait_s: float = 0.0) -> None:
+    """Unlink a socket file nobody listens on. When its listeners are the orphaned workers
+    of a dead master, wait up to ``orphan_wait_s`` for them to exit (gateway/orphans.py)."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -92,6 +95,7 @@ def _remove_stale_unix_socket(path: str) -> None:
     try:
         probe.settimeout(1.0)
         probe.connect(path)
+        listener = orphans.listener_pid(probe)
     except ConnectionRefusedError:
         os.unlink(path)  # nobody listens: a stale file left by a dead server
         return
@@ -103,7 +107,11 @@ def _remove_stale_unix_socket(path: str) -> None:
         raise BindError(f"cannot probe existing socket {path}: {exc}") from exc
     finally:
         probe.close()
-    raise BindError(f"another server is already listening on {path}")
+    if orphans.wait_if_orphaned(path, listener, orphan_wait_s):
+        _remove_stale_unix_socket(path)  # released: now a stale file
+        return
+    who = f" (pid {listener})" if listener else ""
+    raise BindError(f"another server{who} is already listening on {path}")
 
 
 def _chown(path: str, owner: str) -> None:
@@ -117,13 +125,18 @@ def _chown(path: str, owner: str) -> None:
 
 
 def bind_socket(
-    spec: BindSpec, *, backlog: int = 2048, mode: int = 0o660, owner: str | None = None
+    spec: BindSpec,
+    *,
+    backlog: int = 2048,
+    mode: int = 0o660,
+    owner: str | None = None,
+    orphan_wait_s: float = 0.0,
 ) -> socket.socket:
     """Create, bind and listen. The caller owns the returned socket."""
     if spec.kind == "fd":
         return adopt_fd(spec.fd)
     if spec.kind == "unix":
-        _remove_stale_unix_socket(spec.path)
+        _remove_stale_unix_socket(spec.path, orphan_wait_s)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o777 & ~mode)
         try:
@@ -262,9 +275,16 @@ def describe(sock: socket.socket) -> str:
 
 
 def create_sockets(
-    binds: tuple[str, ...], *, backlog: int, mode: int, owner: str | None, use_inherited: bool = True
+    binds: tuple[str, ...],
+    *,
+    backlog: int,
+    mode: int,
+    owner: str | None,
+    use_inherited: bool = True,
+    orphan_wait_s: float = 0.0,
 ) -> list[socket.socket]:
-    """Inherited sockets when present (systemd, then fd 0), else the configured binds."""
+    """Inherited sockets when present (systemd, then fd 0), else the configured binds
+    (``orphan_wait_s``: see ``_remove_stale_unix_socket``)."""
     if use_inherited:
         inherited = systemd_sockets()
         if inherited:
@@ -275,7 +295,9 @@ def create_sockets(
     socks: list[socket.socket] = []
     try:
         for text in binds:
-            socks.append(bind_socket(parse_bind(text), backlog=backlog, mode=mode, owner=owner))
+            spec = parse_bind(text)
+            sock = bind_socket(spec, backlog=backlog, mode=mode, owner=owner, orphan_wait_s=orphan_wait_s)
+            socks.append(sock)
     except BaseException:
         for s in socks:
             s.close()

@@ -12,6 +12,7 @@ workers never interleave):
     <pid> recycle <reason>           a limit was reached; please replace me gracefully
     <pid> boot-error <message>       the app could not be loaded (then the worker exits)
     <pid> stale <path>               a module file changed on disk since the worker started
+    <pid> stale release <...>        its release is no longer the one --chdir/--app-dir name
 
 ``request_done`` is called between requests, never in the middle of one (docs/protocol-notes.md, peer bug
 19): max requests (with jitter), max lifetime (with jitter) and max RSS. When one is
@@ -25,6 +26,9 @@ the master retire it as soon as the replacement was ready: 45 to 49 requests ser
 other parts (the isolation layer's "recycle" policy, the request watchdog) call to ask for
 a graceful replacement.
 
+Each beat also checks that the master still lives (gateway/orphans.py): a worker whose
+master died stops gracefully by itself.
+
 With ``--max-memory`` the worker also says why it grew (gateway/isolation/leaks.py): a
 census of its objects after the first request, compared once, when the limit is passed.
 """
@@ -35,6 +39,8 @@ import os
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from ..orphans import check_master
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -132,6 +138,7 @@ class WorkerControl:
         if now - self._last_beat >= self.heartbeat_s:
             self._last_beat = now
             self._send("beat")
+            check_master()  # a dead master: stop gracefully by ourselves (gateway/orphans.py)
             if self.stale_detector is not None:
                 path = self.stale_detector.check()
                 if path is not None:

@@ -171,4 +171,5 @@ def test_doc_caddyfile_block_validates(block, tmp_path: Path) -> None:
 
 
 def test_doc_has_the_frontend_recipes() -> None:
-    assert {b.recipe for b in BLOCKS if b.recipe} == {"lighttpd", "caddy"}
+    # lighttpd, caddy: test_frontends.py; release-*: test_release_deploy.py
+    assert {b.recipe for b in BLOCKS if b.recipe} == {"lighttpd", "caddy", "release-serve", "release-deploy"}
