@@ -171,5 +171,13 @@ def test_doc_caddyfile_block_validates(block, tmp_path: Path) -> None:
 
 
 def test_doc_has_the_frontend_recipes() -> None:
-    # lighttpd, caddy: test_frontends.py; release-*: test_release_deploy.py
-    assert {b.recipe for b in BLOCKS if b.recipe} == {"lighttpd", "caddy", "release-serve", "release-deploy"}
+    # lighttpd, caddy: test_frontends.py; release-*: test_release_deploy.py; container-*:
+    # test_container.py
+    assert {b.recipe for b in BLOCKS if b.recipe} == {
+        "lighttpd",
+        "caddy",
+        "release-serve",
+        "release-deploy",
+        "container-build",
+        "container-run",
+    }
