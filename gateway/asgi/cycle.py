@@ -237,6 +237,9 @@ class ASGICycle:
         """Worker pid, connection serial and FastCGI id: unique within the pool's lifetime."""
         return f"{_pid}-{self.proto.serial}-{self.rid}"
 
+    def _request_id(self) -> str:  # for the isolation layer: formatted only when logged
+        return self.request_id
+
     def describe(self) -> str:
         scope = self.scope
         qs = scope["query_string"]
@@ -246,12 +249,10 @@ class ASGICycle:
         layer = self.proto.server.isolation
         info = None
         if layer is not None:
-            from ..isolation.base import RequestInfo  # loaded with the layer
-
-            info = RequestInfo(
-                self.scope["method"], self.scope["path"], self.request_id,
-                "async", self.proto.server.interface,
-            )  # fmt: skip
+            scope = self.scope
+            info = layer.RequestInfo(
+                scope["method"], scope["path"], self._request_id, "async", self.proto.server.interface
+            )
             layer.before_request(info)
             if layer.buffering:
                 self.buffer = []

@@ -45,22 +45,24 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 logger = logging.getLogger("gateway.isolation")
+_pid = os.getpid
 
 POLICIES = ("log", "repair", "recycle", "fail")
 #: ``--isolation-default-policy`` values: each kind's own default, ``strict`` (repair every
 #: kind, recycle the worker when that is not possible), or one policy for every kind
 DEFAULT_POLICIES = ("auto", "strict", *POLICIES)
 _HOOKS = ("before_request", "after_request", "thread_enter", "thread_exit")
-#: key of ``RequestInfo.extra`` holding (checker, finding, repaired) from the thread hooks
-_THREAD_FINDINGS = "isolation.thread_findings"
 #: ``repaired`` of a finding whose repair raised
 _RAISED: Any = object()
+#: what after_request returns when nothing is to fail (shared: never mutated)
+_NOTHING: list[Finding] = []
 
 
 @dataclass(frozen=True)
@@ -74,16 +76,53 @@ class Finding:
     checker: str = ""
 
 
-@dataclass
 class RequestInfo:
-    """What checkers know about the request being checked."""
+    """What checkers know about the request being checked: ``method``, ``path``,
+    ``request_id``, ``worker`` ("sync" | "async"), ``interface`` ("wsgi" | "asgi") and
+    ``extra``, a dict for the checkers' own per-request data.
 
-    method: str
-    path: str
-    request_id: str
-    worker: str  # "sync" | "async"
-    interface: str  # "wsgi" | "asgi"
-    extra: dict[str, Any] = field(default_factory=dict)
+    Made for every request, so it is kept lean: the request id can be given as a
+    function, called only when ``request_id`` is read (a log line); without one (``None``:
+    no X-Request-Id header) it is made from the worker's pid and ``seq``."""
+
+    __slots__ = ("_rid", "extra", "found", "interface", "method", "path", "seq", "worker")
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        request_id: str | Callable[[], str] | None,
+        worker: str,
+        interface: str,
+        seq: int = 0,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self._rid = request_id
+        self.worker = worker
+        self.interface = interface
+        self.seq = seq
+        #: (checker, finding, repaired) of the findings the thread hooks made
+        self.found: list[tuple[Checker, Finding, Any]] | None = None
+
+    extra: dict[str, Any]  # made when first used (most requests never need it)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "extra":
+            self.extra = {}
+            return self.extra
+        raise AttributeError(name)
+
+    @property
+    def request_id(self) -> str:
+        rid = self._rid
+        if rid is None or rid == "":
+            return f"{_pid()}-{self.seq}"
+        return rid if isinstance(rid, str) else rid()
+
+    def __repr__(self) -> str:
+        where = f"{self.worker}, {self.interface}"
+        return f"RequestInfo({self.method} {self.path}, request {self.request_id}, {where})"
 
 
 class Checker:
@@ -204,10 +243,16 @@ class IsolationLayer:
         for hook in _HOOKS:
             setattr(self, "_" + hook, [c for c in self.checkers if _overrides(c, hook)])
         self._threaded = bool(self._thread_enter or self._thread_exit)
+        #: whether ``before_request`` does anything for a request whose app runs on the
+        #: worker's own thread (the sync worker skips the call otherwise)
+        self.needs_before = bool(self._before_request or self._thread_enter)
         self.enabled = bool(self.checkers)
         for checker in self.checkers:
             self._kind_defaults.update(checker.default_policies)
             self._recycle_unrepaired.update(checker.recycle_unrepaired)
+
+    #: the class describing a request, for callers that hold only the layer (no import)
+    RequestInfo = RequestInfo
 
     def policy_for(self, kind: str) -> str:
         """An explicit ``--isolation-policy``, else the default policy, which under ``auto``
@@ -298,7 +343,9 @@ class IsolationLayer:
         """Findings made in the thread that owns the state (thread hooks, or a checker's
         own callback such as a Django signal): ``repair`` runs now, in this thread; logging,
         counting and the other policies follow in ``after_request``."""
-        out = info.extra.setdefault(_THREAD_FINDINGS, [])
+        out = info.found
+        if out is None:
+            out = info.found = []
         for finding in findings:
             repaired = None
             if self.policy_for(finding.kind) == "repair":
@@ -312,10 +359,8 @@ class IsolationLayer:
         ``fail`` (the caller turns the response into a 500)."""
         if self._thread_exit and (info.worker == "sync" or info.interface == "asgi"):
             self.thread_exit(info)  # the app ran on this thread
-        extra = info.extra
-        results: list[tuple[Checker, Finding, bool | None]] = (
-            (extra.pop(_THREAD_FINDINGS, None) or []) if extra else []
-        )
+        results = info.found
+        info.found = None
         for checker in self._after_request:
             try:
                 findings = checker.after_request(info)
@@ -323,9 +368,9 @@ class IsolationLayer:
                 self._disable(checker, "after_request")
                 continue
             if findings:
-                results += [(checker, f, None) for f in findings]
+                results = [*(results or ()), *((checker, f, None) for f in findings)]
         if not results:
-            return []
+            return _NOTHING
         failing: list[Finding] = []
         recycle = False
         for checker, finding, repaired in results:

@@ -21,9 +21,12 @@ line at the snapshot names them), so a big cache does not make every request O(n
 
 The check runs in ``thread_exit``: in the thread that ran the request, right after its
 response was closed (on the async worker's WSGI bridge that is before ``after_request``).
-The common case — nothing changed — is one comparison, without a lock, of a list made of
-every place's contents with the one kept from the last check: C loops with an identity
-shortcut per item, no Python bytecode per item. Only when it differs are the places
+The common case — nothing changed — is one list comparison, read without a lock and made
+in C (no Python bytecode per item): the number of modules, the lengths of the namespaces
+and containers, the objects bound to each namespace's state names (one ``itemgetter`` per
+namespace) and the items of the data containers, against the same list kept from the last
+check (identity first, then ``==``: an object replaced by an equal one is not a change);
+then the samples of the big containers. Only when it differs are the places
 compared one by one, under a lock, to name what changed.
 
 Findings carry type names, never values. ``repair`` puts back the snapshot's object
@@ -42,10 +45,13 @@ previous one's check ran can still see what it left (the check runs after the re
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import sys
 import threading
 import types
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 from .appmodules import Allowlist, app_modules
@@ -55,6 +61,10 @@ from .places import CONTAINERS, Namespace, Place, Sampled, fingerprint, is_code,
 WARMUP_ENV = "FCGI_GATEWAY_ISOLATION_WARMUP"
 TRACK_MAX_ENV = "FCGI_GATEWAY_ISOLATION_TRACK_MAX"
 logger = logging.getLogger("gateway.isolation")
+_is = operator.is_
+_call = operator.call
+_modules = sys.modules
+_NOTHING: list[Finding] = []  # what the common case returns (never mutated: no allocation)
 
 
 class GlobalsChecker(Checker):
@@ -75,8 +85,8 @@ class GlobalsChecker(Checker):
         self._ids: dict[int, str] = {}  # id of a watched object -> its label: watched once
         self.modules: set[str] = set()
         self.nmods = 0
-        #: (len(sys.modules), views, their contents, sampled objects, their samples)
-        self._fast: tuple[int, list[Any], list[Any], list[Any], list[Any]] = (-1, [], [], [], [])
+        #: what the lock-free check compares (see _index)
+        self._fast: tuple[Any, ...] = ([], [], [], [], [-1], None)
         self._lock = threading.Lock()  # thread_exit runs in several bridge threads
 
     def after_load(self, app: Any) -> list[Finding]:
@@ -157,13 +167,31 @@ class GlobalsChecker(Checker):
                 self._watch(place_for(label, value, self.limit))
 
     def _index(self) -> None:
-        """The lists of the lock-free check (replaced, never mutated)."""
-        full = [p for p in self.places.values() if not isinstance(p, Sampled)]
-        views = [v for p in full for v in p.views()]
-        contents = [c for p in full for c in self._fps[p.label]]
+        """The lists of the lock-free check (replaced, never mutated): the lengths of the
+        namespaces and containers; the objects bound to the namespaces' state names, read
+        with ``dict.get``; the contents of the data containers, item by item."""
+        spaces = [p for p in self.places.values() if isinstance(p, Namespace) and p.dict is not None]
+        data = [
+            p
+            for p in self.places.values()
+            if not isinstance(p, (Namespace, Sampled)) or (isinstance(p, Namespace) and p.dict is None)
+        ]
+        sized = [p.dict for p in spaces] + [p.obj for p in data if not isinstance(p, Namespace)]
+        watched = [p for p in spaces if p.last]
+        getters = [itemgetter(*p.last) for p in watched]
+        bound = [next(iter(p.last.values())) if len(p.last) == 1 else tuple(p.last.values()) for p in watched]
+        views = [v for p in data for v in p.views()]
+        items = [x for p in data for c in self._fps[p.label] for x in c]
         big = [p for p in self.places.values() if isinstance(p, Sampled)]
         samples = [self._fps[p.label] for p in big]
-        self._fast = (len(sys.modules), views, contents, [p.obj for p in big], samples)
+        self._fast = (
+            sized,
+            getters,
+            [p.dict for p in watched],
+            views,
+            [len(sys.modules), *map(len, sized), *bound, *items],
+            ([p.obj for p in big], samples) if big else None,
+        )
 
     # -- the check ------------------------------------------------------------------------
 
@@ -171,15 +199,16 @@ class GlobalsChecker(Checker):
         # In the thread that ran the request, right after its response was closed. The
         # common case reads only, without the lock: the contents of every place listed
         # in C and compared with the last check's (identity shortcut first per item).
-        nmods, views, contents, sampled, samples = self._fast
+        sized, getters, dicts, views, expected, ends = self._fast
         try:
-            if (
-                len(sys.modules) == nmods
-                and list(map(list, views)) == contents
-                and (not sampled or list(map(sample, sampled)) == samples)
-            ):
-                return []
-        except Exception:  # an __eq__ of the app's that raises, a dict resized meanwhile
+            if [
+                len(_modules),
+                *map(len, sized),
+                *map(_call, getters, dicts),
+                *chain(*views),
+            ] == expected and (ends is None or list(map(sample, ends[0])) == ends[1]):
+                return _NOTHING
+        except Exception:  # a name deleted, an __eq__ of the app's that raises, a dict resized
             pass
         with self._lock:
             return self._check()

@@ -27,6 +27,7 @@ repr, cut at 40 characters; any other key by its type: ``module:NAME[<int>]``).
 from __future__ import annotations
 
 import collections
+import gc
 import operator
 import types
 from collections.abc import Callable, Iterable
@@ -106,6 +107,12 @@ class Place:
         return Finding(kind, message, {"name": self.label, "_place": self, **details}, checker)
 
 
+def _behind(proxy: Any) -> dict[str, Any] | None:
+    """The dict a class's mappingproxy shows (read only: writes go through setattr)."""
+    inner = [d for d in gc.get_referents(proxy) if type(d) is dict]
+    return inner[0] if len(inner) == 1 else None
+
+
 class Namespace(Place):
     """A module's globals (``global-rebound``), or the attributes of an app class or of a
     module-level instance of one (``global-attribute``)."""
@@ -122,6 +129,8 @@ class Namespace(Place):
         self.what = what  # "module" | "class" | "instance"
         self.allowed = allowed
         self.ns = vars(owner)  # a dict, or a class's read-only mappingproxy
+        #: the dict itself, to read without a copy (a class's, behind its mappingproxy)
+        self.dict: dict[str, Any] | None = self.ns if isinstance(self.ns, dict) else _behind(self.ns)
         state = {k: v for k, v in self.ns.items() if self._is_state(k, v)}
         self.code = {k for k in self.ns if k not in state}
         self.baseline = dict(state)

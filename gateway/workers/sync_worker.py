@@ -123,7 +123,6 @@ class SyncWorker:
         self.watchdog = Watchdog(config.request_timeout_s, config.slow_request_timeout_s, self._on_timeout)
         self._watched = self.watchdog.enabled  # a property: read once, not per request
         self._timed_out = False
-        self._pid = os.getpid()  # again in run(): a worker is built, then forked and run
 
     def _on_timeout(self) -> None:
         # Watchdog thread: only flags; the main loop stops accepting after the request.
@@ -148,7 +147,6 @@ class SyncWorker:
     # -- main loop ---------------------------------------------------------------------
 
     def run(self) -> None:
-        self._pid = os.getpid()
         rfd, wfd = self._install_signals()
         self._baseline = contextvars.copy_context()
         ep = select.epoll()
@@ -473,11 +471,13 @@ class SyncWorker:
             info = RequestInfo(
                 environ["REQUEST_METHOD"],
                 environ.get("PATH_INFO", ""),
-                environ.get("HTTP_X_REQUEST_ID") or f"{self._pid}-{self.requests_served + 1}",
+                environ.get("HTTP_X_REQUEST_ID"),
                 "sync",
                 "wsgi",
+                self.requests_served + 1,
             )
-            layer.before_request(info)
+            if layer.needs_before:
+                layer.before_request(info)
             if layer.buffering:
                 responder.buffer = []
         if self._watched:

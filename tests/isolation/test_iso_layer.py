@@ -261,3 +261,20 @@ def test_build_layer_with_a_user_checker():
         build_layer("none", ("iso_wsgi:REQUEST_VAR.get",), {}, "log", worker="sync")
     with pytest.raises(ConfigError, match="iso_wsgi:app could not make an isolation checker"):
         build_layer("none", ("iso_wsgi:app",), {}, "log", worker="sync")
+
+
+def test_request_info_is_made_lean():
+    """The request id is formatted only when read, and ``extra`` made only when used."""
+    import os
+
+    info = RequestInfo("GET", "/", None, "sync", "wsgi", 7)
+    assert info.request_id == f"{os.getpid()}-7"
+    assert RequestInfo("GET", "/", "abc", "sync", "wsgi", 7).request_id == "abc"
+    calls = []
+    lazy = RequestInfo("GET", "/", lambda: calls.append(1) or "made", "async", "asgi")
+    assert calls == [] and lazy.request_id == "made" and calls == [1]
+    assert "extra" not in dir(info) or info.extra == {}
+    info.extra["k"] = 1
+    assert info.extra == {"k": 1}
+    with pytest.raises(AttributeError):
+        info.nope  # noqa: B018
