@@ -19,8 +19,9 @@ spawned; each new worker that becomes ready lets one old worker go) and recyclin
 replacement is started and ready before the old worker is told to stop). A new generation
 that cannot load the app is abandoned and the old one keeps serving. A reload first enters
 ``--chdir``/``--app-dir`` again from the paths as given (gateway/releases.py: a flipped
-``current`` symlink is followed); each worker stops by itself if the master dies
-(gateway/orphans.py).
+``current`` symlink is followed) after reading ``--config`` again (gateway/reload_config.py:
+a file refused keeps the running configuration and generation); each worker stops by
+itself if the master dies (gateway/orphans.py).
 
 Crashes are replaced with exponential backoff; more than ``CRASH_LIMIT`` crashes within
 ``CRASH_WINDOW`` seconds, or a boot failure of the very first generation, stops the master
@@ -45,6 +46,7 @@ from .child_exit import describe_exit, lifespan_error
 from .config import Config
 from .errors import AppLoadError, HaltServer
 from .log import reopen_files
+from .reload_config import reload_config
 from .sockets import cleanup_unix_sockets
 
 if TYPE_CHECKING:
@@ -556,6 +558,13 @@ class Arbiter:
         if not self.booted:
             logger.warning("reload requested before the workers were ready; ignored")
             return
+        if self.config.config_file:  # re-read; a file refused keeps the config and generation
+            given = self.releases.app_dir if self.releases is not None else self.config.app_dir
+            if (config := reload_config(self.config, given)) is None:
+                return
+            if config.workers != self.config.workers:  # else a TTIN/TTOU count is kept
+                self.num_workers = config.workers
+            self.config = config
         if self.releases is not None and self.releases.follow():
             self.config = replace(self.config, app_dir=self.releases.current.app_dir)
         self.generation += 1

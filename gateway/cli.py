@@ -5,7 +5,12 @@ click-free half) the only place that decides exit codes.
 table, ``SERVE_OPTIONS``: each row names the Config field it fills, so an option is
 written once (CLI flag, ``FCGI_GATEWAY_<OPTION>`` environment variable, help text), and
 its default is that field's default in gateway/config.py (shown by ``--help`` in the
-option's own units). Precedence: command line > environment > config file > defaults.
+option's own units). Precedence: command line > environment > config file > defaults;
+``WEB_CONCURRENCY`` (``Opt.default_env``) replaces the default of ``--workers``, below the
+file, as in gunicorn (platforms such as Heroku set it; what the user wrote wins).
+``--workers auto`` is resolved here, once (gateway/cpus.py). ``config_from_options`` also
+refuses impossible combinations (gateway/conflicts.py). With ``--config``, ``serve``
+records its arguments in the Config: SIGHUP parses them again (gateway/reload_config.py).
 
 ``serve`` runs the server (``gateway.exits.run_server`` maps its failures to the exit
 statuses ``EXIT_*``), unless the group was invoked with a list as ``obj``: then it appends
@@ -36,11 +41,13 @@ from .config import (
     parse_duration,
     parse_size,
 )
+from .conflicts import check_combinations
 from .errors import ConfigError
 from .exits import EXIT_APP_LOAD, EXIT_BIND, EXIT_CONFIG, EXIT_ERROR, EXIT_LIFESPAN, EXIT_OK, run_server
 from .isolation.base import DEFAULT_POLICIES
 from .isolation.setup import checker_names, parse_policies
 from .log import LEVELS, check_access_format, configure
+from .releases import logical_cwd
 from .sockets import check_user_group, parse_networks
 
 # The exit statuses (and run_server, which maps serve's failures to them) live in
@@ -72,6 +79,27 @@ def _octal(value: Any) -> int:
         raise ConfigError(f"{value!r} is not an octal mode such as 0660") from None
 
 
+class _Workers(click.ParamType):
+    """``--workers``: a count (1 to 512) or ``auto`` (resolved by ``config_from_options``
+    from the CPU affinity and the cgroup quota, gateway/cpus.py)."""
+
+    name = "count|auto"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        try:
+            count = int(value)
+        except (TypeError, ValueError):
+            count = 0
+        if not 1 <= count <= 512 or isinstance(value, bool):
+            given = f"{value!r}"
+            if ctx is not None and ctx.get_parameter_source(param.name).name == "DEFAULT":
+                given = f"WEB_CONCURRENCY={value!r}"  # the only non-default default
+            self.fail(f"{given} is not a count from 1 to 512 or auto", param, ctx)
+        return count
+
+
 SIZE = _UnitType("size", parse_size, format_size)
 DURATION = _UnitType("duration", parse_duration, format_duration)
 OCTAL = _UnitType("mode", _octal, lambda mode: f"{mode:04o}")
@@ -86,10 +114,13 @@ class Opt:
     field: str
     help: str
     kwargs: dict[str, Any] = field(default_factory=dict)
+    #: an environment variable read only when neither the command line, FCGI_GATEWAY_*
+    #: nor the file set the option (a default set from outside, e.g. by the platform)
+    default_env: str | None = None
 
 
-def _o(*decls: str, field: str, help: str, **kwargs: Any) -> Opt:
-    return Opt(decls, field, help, kwargs)
+def _o(*decls: str, field: str, help: str, default_env: str | None = None, **kwargs: Any) -> Opt:
+    return Opt(decls, field, help, kwargs, default_env)
 
 
 SERVE_OPTIONS: tuple[Opt, ...] = (
@@ -117,8 +148,9 @@ SERVE_OPTIONS: tuple[Opt, ...] = (
     # workers
     _o("--worker", field="worker", type=click.Choice(WORKER_KINDS),
        help="Worker kind: auto = sync for WSGI, async for ASGI."),
-    _o("-w", "--workers", field="workers", type=click.IntRange(1, 512),
-       help="Worker processes (one per core is a good start; more for I/O-bound WSGI apps)."),
+    _o("-w", "--workers", field="workers", type=_Workers(), default_env="WEB_CONCURRENCY",
+       help="Worker processes, or auto: one per usable CPU (CPU affinity and cgroup quota, not the "
+            "host's cores). WEB_CONCURRENCY, when set, replaces the default."),
     _o("--preload", field="preload", is_flag=True,
        help="Load the app in the master before forking (shares memory; reloads keep the old code)."),
     _o("--reload", field="reload", is_flag=True,
@@ -273,27 +305,42 @@ def option_default(opt: Opt) -> Any:
     return kind.show(value) if isinstance(kind, _UnitType) and value is not None else value
 
 
+def _env_default(name: str, default: Any) -> Callable[[], Any]:
+    return lambda: os.environ.get(name) or default
+
+
 def _add_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for opt in reversed(SERVE_OPTIONS):
         long = next(d for d in opt.decls if d.startswith("--"))
         envvar = "FCGI_GATEWAY_" + long[2:].upper().replace("-", "_")
         default = option_default(opt)
+        shown: Any = not opt.kwargs.get("is_flag") and default not in (None, "", ())
+        if opt.default_env:
+            shown = f"{default}, or ${opt.default_env}"
+            default = _env_default(opt.default_env, default)
         command = click.option(
             *opt.decls, opt.field, help=opt.help, envvar=envvar, show_envvar=True,
-            default=default, show_default=not opt.kwargs.get("is_flag") and default not in (None, "", ()),
-            **opt.kwargs,
+            default=default, show_default=shown, **opt.kwargs,
         )(command)  # fmt: skip
     return click.option(
         "--config", "config_file", type=click.Path(dir_okay=False), is_eager=True, expose_value=True,
         callback=_use_config_file, envvar="FCGI_GATEWAY_CONFIG", show_envvar=True,
-        help="TOML file with the same keys as the long options (CLI > environment > file > defaults).",
+        help="TOML file with the same keys as the long options (CLI > environment > file > defaults); "
+             "read again on SIGHUP.",
     )(command)  # fmt: skip
 
 
 def config_from_options(app: str, values: dict[str, Any]) -> Config:
     """The one place options become a Config (ConfigError on invalid combinations)."""
     fields = dict(values)
-    fields.pop("config_file", None)
+    config_file = fields.pop("config_file", None)
+    # absolute through a symlinked start directory, as a reload's parse reads it (its $PWD)
+    start = logical_cwd() or os.getcwd()
+    fields["config_file"] = os.path.normpath(os.path.join(start, config_file)) if config_file else None
+    if fields.get("workers") == "auto":
+        from .cpus import cpu_budget
+
+        fields["workers"] = cpu_budget().auto_workers
     allow_ww = fields.pop("allow_world_writable", False)
     fields["binds"] = tuple(fields.get("binds") or ()) or Config.default("binds")
     fields["reload_dirs"] = tuple(fields.get("reload_dirs") or ())
@@ -311,7 +358,26 @@ def config_from_options(app: str, values: dict[str, Any]) -> Config:
     if fields.get("access_log_format"):
         check_access_format(fields["access_log_format"])
     fields["root_path"] = (fields.get("root_path") or "").rstrip("/")
-    return Config(app=app, extra={"allow_world_writable_socket": allow_ww}, **fields)
+    config = Config(app=app, extra={"allow_world_writable_socket": allow_ww}, **fields)
+    check_combinations(config)  # ConfigError naming both options
+    return config
+
+
+#: ``ctx.meta`` key of the arguments ``serve`` parsed (kept for a reload's parse)
+ARGS_KEY = "gateway.serve_args"
+
+
+class ServeCommand(click.Command):
+    """Records its arguments: with ``--config``, SIGHUP parses them again, with the file read
+    anew (gateway/reload_config.py), so the command line keeps its precedence."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[ARGS_KEY] = tuple(args)
+        return super().parse_args(ctx, args)
+
+
+class ConfigOnly(list):  # type: ignore[type-arg]
+    """``obj`` of a reload's parse: ``serve`` appends its Config, logging is left alone."""
 
 
 class DefaultGroup(click.Group):
@@ -345,25 +411,30 @@ def main() -> None:
     """
 
 
-@main.command()
+@main.command(cls=ServeCommand)
 @click.argument("app", envvar="FCGI_GATEWAY_APP", required=False)
 @_add_options
 def serve(app: str, **values: Any) -> None:
     """Serve APP (module:attribute) over FastCGI."""
-    configure(
-        values["log_level"],
-        slow_log=values["slow_log"],
-        error_log=values["error_log"],
-        access_log=values["access_log"],
-        log_config=values["log_config"],
-    )
+    ctx = click.get_current_context()
+    handoff = ctx.obj
+    if not isinstance(handoff, ConfigOnly):
+        configure(
+            values["log_level"],
+            slow_log=values["slow_log"],
+            error_log=values["error_log"],
+            access_log=values["access_log"],
+            log_config=values["log_config"],
+        )
     if not app:
         raise click.UsageError("missing APP (module:attribute), on the command line or as `app` in --config")
     try:
         config = config_from_options(app, values)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    handoff = click.get_current_context().obj
+    if config.config_file:  # what a reload parses again (gateway/reload_config.py)
+        start_dir = logical_cwd() or os.getcwd()
+        config = config.replace(command_line=ctx.meta.get(ARGS_KEY, ()), start_dir=start_dir)
     if isinstance(handoff, list):  # ``python -m gateway`` serves once click has returned
         handoff.append(config)
         return

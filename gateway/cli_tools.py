@@ -269,14 +269,16 @@ class _BindProblem(Exception):
     pass
 
 
-def describe_config(config: Any, interface: str, kind: str) -> list[tuple[str, str]]:
-    """What ``serve`` would run, as (label, value) rows."""
+def describe_config(config: Any, interface: str, kind: str, workers_from: str = "") -> list[tuple[str, str]]:
+    """What ``serve`` would run, as (label, value) rows (``workers_from``: where the count
+    came from when not from an explicit number: ``auto``, ``WEB_CONCURRENCY``)."""
     from . import speedups
+    from .cpus import cpu_budget
     from .isolation.setup import build_layer, parse_policies
 
     c = config
     worker = f"{kind}" + (" (auto)" if c.worker == "auto" else "")
-    worker += f", {c.workers} process{'es' * (c.workers != 1)}"
+    worker += f", {c.workers} process{'es' * (c.workers != 1)}" + (f" ({workers_from})" * bool(workers_from))
     if kind == "sync":
         worker += f", {c.threads} thread{'s' * (c.threads != 1)} each"
     else:
@@ -298,6 +300,7 @@ def describe_config(config: Any, interface: str, kind: str) -> list[tuple[str, s
         ("app dir", os.path.abspath(c.app_dir) + (f" (chdir {c.chdir})" if c.chdir else "")),
         ("interface", interface + (" (detected)" if c.interface == "auto" else "")),
         ("worker", worker),
+        ("cpus", (budget := cpu_budget()).describe() + f"; --workers auto = {budget.auto_workers}"),
         ("speedups", speedups.describe()),
     ]
     if interface == "asgi":
@@ -331,6 +334,14 @@ def describe_config(config: Any, interface: str, kind: str) -> list[tuple[str, s
     return rows
 
 
+def _workers_from(values: dict[str, Any]) -> str:
+    """``auto``, ``WEB_CONCURRENCY``, both, or "" (a count given as an option)."""
+    source = click.get_current_context().get_parameter_source("workers")
+    from_env = source is not None and source.name == "DEFAULT" and bool(os.environ.get("WEB_CONCURRENCY"))
+    auto = values.get("workers") == "auto"
+    return " from ".join(filter(None, ["auto" * auto, "WEB_CONCURRENCY" * from_env]))
+
+
 @main.command()
 @click.argument("app", envvar="FCGI_GATEWAY_APP", required=False)
 @_add_options
@@ -356,7 +367,7 @@ def check(app: str | None, **values: Any) -> None:
         if config.chdir:
             os.chdir(config.chdir)
         _, interface, kind = prepare_app(config)
-        rows = describe_config(config, interface, kind)
+        rows = describe_config(config, interface, kind, _workers_from(values))
         if config_file:
             rows.insert(0, ("config file", os.path.abspath(config_file)))
     except ConfigError as exc:

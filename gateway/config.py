@@ -150,6 +150,11 @@ class Config:
     forward_stderr: bool = False
     read_timeout_s: float = 30.0
     keepalive_timeout_s: float = 75.0
+    #: ``--config`` (absolute); with it, the serve command line as given and the directory it
+    #: was given in: SIGHUP parses them again, reading the file anew (gateway/reload_config.py)
+    config_file: str | None = None
+    command_line: tuple[str, ...] = ()
+    start_dir: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:

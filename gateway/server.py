@@ -157,6 +157,13 @@ def limits_of(config: Config) -> Limits:
     )
 
 
+def trace_frames(config: Config) -> int:
+    """--trace-memory's frames when it serves: it explains a --max-memory recycle or a
+    memory-growth finding, and does nothing without one of them."""
+    explained = config.max_memory_bytes or "memory" in checker_names(config.isolation_checkers)
+    return config.trace_memory_frames if explained else 0
+
+
 def run(config: Config) -> None:
     """Bind, then run the arbiter; each forked worker loads the app (unless --preload)."""
     # --chdir (or $PWD through a symlink) entered; entered again on each reload (releases.py)
@@ -215,20 +222,18 @@ def run(config: Config) -> None:
     else:
         sockets_to_clean = sockets
     worker_pages = pages if (config.status_path or config.ping_path) else None
-    # --trace-memory serves the explanation of a --max-memory recycle or a memory-growth
-    trace_frames = config.trace_memory_frames
-    explained = config.max_memory_bytes or "memory" in checker_names(config.isolation_checkers)
-    if trace_frames and not explained:
+    if config.trace_memory_frames and not trace_frames(config):
         logger.warning("--trace-memory does nothing without --max-memory or the memory checker")
-        trace_frames = 0
 
     def child_main(control_fd: int, slot: int) -> None:
+        # This generation's Config: a reload may have read --config again (reload_config.py)
+        config = arbiter.config
         if (config.user or config.group) and preloaded is None:
             # before the drop: the Python installation may be unreadable by that account
             preimport_workers(config, kinds, bridge=config.interface != "asgi")
         drop_privileges(config.user, config.group)
         control = WorkerControl(control_fd, limits_of(config), heartbeat_s=1.0)
-        app, interface, kind = preloaded or prepare_app(arbiter.config)  # this generation's app_dir
+        app, interface, kind = preloaded or prepare_app(config)  # this generation's app_dir
         if preloaded is None:
             logger.info("application %s loaded (%s, %s worker)", config.app, interface, kind)
         worker_slot = None
@@ -253,10 +258,10 @@ def run(config: Config) -> None:
             raise AppLoadError(f"cannot set up the isolation checkers: {type(exc).__name__}: {exc}") from exc
         if layer is not None:
             layer.after_load(app)
-        if trace_frames:
+        if trace_frames(config):
             from .isolation.leaks import start_tracing
 
-            start_tracing(trace_frames)  # after the app loaded: its growth is what counts
+            start_tracing(config.trace_memory_frames)  # after the app loaded: its growth is what counts
         worker = make_worker(config, app, kind, sockets, control, worker_pages, worker_slot)
         worker.isolation = layer if layer is not None and layer.enabled else None
         worker.interface = interface

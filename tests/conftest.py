@@ -5,7 +5,8 @@
   and ``from tests.integration.nginx import ...`` works however pytest is started.
 - ``FCGI_GATEWAY_*`` variables from the outer environment are dropped (but the speedups
   switch, ``FCGI_GATEWAY_NO_SPEEDUPS``, for CI's pure-Python pass): the CLI reads them
-  (auto_envvar_prefix) and a stray one would change every server the tests start.
+  (auto_envvar_prefix) and a stray one would change every server the tests start; so
+  would ``WEB_CONCURRENCY`` (the default of ``--workers``), dropped too.
 - ``sock_dir``: unix socket paths must fit in 108 bytes, and pytest's ``tmp_path`` can be
   longer than that for parametrized tests, so sockets go in a short ``/tmp/fcgw-*`` dir.
 - ``gateway_factory`` (here, not in tests/integration/, so tests/process/ can use it too)
@@ -47,6 +48,7 @@ def _setup_paths() -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join(paths + current)
     for name in [k for k in os.environ if k.startswith("FCGI_GATEWAY_") and k != SPEEDUPS_VAR]:
         del os.environ[name]
+    os.environ.pop("WEB_CONCURRENCY", None)  # a platform's worker count (Heroku sets it)
 
 
 _setup_paths()

@@ -60,6 +60,8 @@ def start(served, tmp_path: Path, mode: str):
         s = served("release_app:app", "-w", str(WORKERS), "--chdir", str(current), env=env)
     else:  # systemd's WorkingDirectory=<link>: the cwd is entered through the link, PWD names it
         s = served("release_app:app", "-w", str(WORKERS), cwd=current, env={**env, "PWD": str(current)})
+    # The socket accepts once one worker does; a SIGHUP before all are ready is ignored.
+    s.gateway.wait_for_log(rf"{WORKERS} worker\(s\) ready")
     return s, current
 
 
