@@ -138,6 +138,9 @@ class Checker:
     #: set to False in ``after_load`` when there is nothing to watch (e.g. the library the
     #: checker is about is not used): the layer then drops the checker
     active = True
+    #: False when ``thread_exit`` never reads its ``info`` until it has something to
+    #: report: the sync worker then makes the RequestInfo only when a finding needs it
+    uses_info = True
 
     def after_load(self, app: Any) -> list[Finding]:
         return []
@@ -246,6 +249,10 @@ class IsolationLayer:
         #: whether ``before_request`` does anything for a request whose app runs on the
         #: worker's own thread (the sync worker skips the call otherwise)
         self.needs_before = bool(self._before_request or self._thread_enter)
+        #: only thread_exit hooks that read no RequestInfo: see ``after_sync``
+        self.light = not (self.needs_before or self._after_request) and not any(
+            c.uses_info for c in self._thread_exit
+        )
         self.enabled = bool(self.checkers)
         for checker in self.checkers:
             self._kind_defaults.update(checker.default_policies)
@@ -339,6 +346,22 @@ class IsolationLayer:
             if findings:
                 self.report(checker, findings, info)
 
+    def after_sync(self, describe: Callable[[], RequestInfo]) -> list[Finding]:
+        """``after_request`` for a request that ran on the worker's own thread, when the
+        layer is ``light``: the checks run without a RequestInfo, which ``describe`` makes
+        only when a finding needs one (its policy, its log line)."""
+        for checker in self._thread_exit:
+            try:
+                found = checker.thread_exit(None)  # type: ignore[arg-type]
+            except Exception:
+                self._disable(checker, "thread_exit")
+                continue
+            if found:
+                info = describe()
+                self.report(checker, found, info)
+                return self.after_request(info, checked=True)
+        return _NOTHING
+
     def report(self, checker: Checker, findings: list[Finding], info: RequestInfo) -> None:
         """Findings made in the thread that owns the state (thread hooks, or a checker's
         own callback such as a Django signal): ``repair`` runs now, in this thread; logging,
@@ -354,10 +377,11 @@ class IsolationLayer:
                     repaired = _RAISED
             out.append((checker, finding, repaired))
 
-    def after_request(self, info: RequestInfo) -> list[Finding]:
+    def after_request(self, info: RequestInfo, checked: bool = False) -> list[Finding]:
         """Run the checks and apply the policies; returns the findings whose policy is
-        ``fail`` (the caller turns the response into a 500)."""
-        if self._thread_exit and (info.worker == "sync" or info.interface == "asgi"):
+        ``fail`` (the caller turns the response into a 500). ``checked``: the thread hooks
+        ran already (``after_sync``)."""
+        if self._thread_exit and not checked and (info.worker == "sync" or info.interface == "asgi"):
             self.thread_exit(info)  # the app ran on this thread
         results = info.found
         info.found = None

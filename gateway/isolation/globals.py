@@ -22,11 +22,11 @@ line at the snapshot names them), so a big cache does not make every request O(n
 The check runs in ``thread_exit``: in the thread that ran the request, right after its
 response was closed (on the async worker's WSGI bridge that is before ``after_request``).
 The common case — nothing changed — is one list comparison, read without a lock and made
-in C (no Python bytecode per item): the number of modules, the lengths of the namespaces
-and containers, the objects bound to each namespace's state names (one ``itemgetter`` per
-namespace) and the items of the data containers, against the same list kept from the last
-check (identity first, then ``==``: an object replaced by an equal one is not a change);
-then the samples of the big containers. Only when it differs are the places
+in C (no Python bytecode per item): the number of modules, the lengths of the namespaces,
+the objects bound to each namespace's state names (one ``itemgetter`` per namespace) and
+the data containers themselves, against the same list kept from the last check, which
+holds copies of the containers (identity first, then ``==``: an object replaced by an
+equal one is not a change); then the samples of the big containers. Only when it differs are the places
 compared one by one, under a lock, to name what changed.
 
 Findings carry type names, never values. ``repair`` puts back the snapshot's object
@@ -44,13 +44,13 @@ previous one's check ran can still see what it left (the check runs after the re
 
 from __future__ import annotations
 
+import collections
 import logging
 import operator
 import os
 import sys
 import threading
 import types
-from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -67,9 +67,26 @@ _modules = sys.modules
 _NOTHING: list[Finding] = []  # what the common case returns (never mutated: no allocation)
 
 
+def _copy(place: Place, fingerprint: list[Any]) -> Any:
+    """The container as of its fingerprint, of its base type (``==`` between a container
+    and its copy then compares their items): a dict from its keys and values, a list, set
+    or deque from its items; a namespace read through a mappingproxy, as a dict."""
+    obj = place.obj
+    if isinstance(place, Namespace):
+        return dict(place.ns)
+    if isinstance(obj, dict):
+        return dict(zip(fingerprint[0], fingerprint[1], strict=True))
+    if isinstance(obj, set):
+        return set(fingerprint[0])
+    if isinstance(obj, collections.deque):
+        return collections.deque(fingerprint[0])
+    return list(fingerprint[0])
+
+
 class GlobalsChecker(Checker):
     name = "globals"
     kinds = ("global-rebound", "global-attribute", "global-entry", "global-growth")
+    uses_info = False  # thread_exit reads nothing of the request
 
     def __init__(
         self, allow: tuple[str, ...] = (), warmup: int | None = None, limit: int | None = None
@@ -167,30 +184,29 @@ class GlobalsChecker(Checker):
                 self._watch(place_for(label, value, self.limit))
 
     def _index(self) -> None:
-        """The lists of the lock-free check (replaced, never mutated): the lengths of the
-        namespaces and containers; the objects bound to the namespaces' state names, read
-        with ``dict.get``; the contents of the data containers, item by item."""
+        """What the lock-free check compares (replaced, never mutated): the number of
+        modules and the namespaces' lengths; the objects bound to each namespace's state
+        names (one ``itemgetter`` per namespace); and each data container itself, against a
+        copy of it as of the last check."""
         spaces = [p for p in self.places.values() if isinstance(p, Namespace) and p.dict is not None]
-        data = [
-            p
-            for p in self.places.values()
-            if not isinstance(p, (Namespace, Sampled)) or (isinstance(p, Namespace) and p.dict is None)
-        ]
-        sized = [p.dict for p in spaces] + [p.obj for p in data if not isinstance(p, Namespace)]
         watched = [p for p in spaces if p.last]
-        getters = [itemgetter(*p.last) for p in watched]
-        bound = [next(iter(p.last.values())) if len(p.last) == 1 else tuple(p.last.values()) for p in watched]
-        views = [v for p in data for v in p.views()]
-        items = [x for p in data for c in self._fps[p.label] for x in c]
+        data = [p for p in self.places.values() if not isinstance(p, Sampled) and p not in spaces]
         big = [p for p in self.places.values() if isinstance(p, Sampled)]
-        samples = [self._fps[p.label] for p in big]
         self._fast = (
-            sized,
-            getters,
+            [p.dict for p in spaces],
+            [itemgetter(*p.last) for p in watched],
             [p.dict for p in watched],
-            views,
-            [len(sys.modules), *map(len, sized), *bound, *items],
-            ([p.obj for p in big], samples) if big else None,
+            [p.ns if isinstance(p, Namespace) else p.obj for p in data],
+            [
+                len(sys.modules),
+                *(len(p.ns) for p in spaces),
+                *(
+                    next(iter(p.last.values())) if len(p.last) == 1 else tuple(p.last.values())
+                    for p in watched
+                ),
+                *(_copy(p, self._fps[p.label]) for p in data),
+            ],
+            ([p.obj for p in big], [self._fps[p.label] for p in big]) if big else None,
         )
 
     # -- the check ------------------------------------------------------------------------
@@ -199,14 +215,11 @@ class GlobalsChecker(Checker):
         # In the thread that ran the request, right after its response was closed. The
         # common case reads only, without the lock: the contents of every place listed
         # in C and compared with the last check's (identity shortcut first per item).
-        sized, getters, dicts, views, expected, ends = self._fast
+        sized, getters, dicts, containers, expected, ends = self._fast
         try:
-            if [
-                len(_modules),
-                *map(len, sized),
-                *map(_call, getters, dicts),
-                *chain(*views),
-            ] == expected and (ends is None or list(map(sample, ends[0])) == ends[1]):
+            if [len(_modules), *map(len, sized), *map(_call, getters, dicts), *containers] == expected and (
+                ends is None or list(map(sample, ends[0])) == ends[1]
+            ):
                 return _NOTHING
         except Exception:  # a name deleted, an __eq__ of the app's that raises, a dict resized
             pass

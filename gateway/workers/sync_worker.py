@@ -70,6 +70,18 @@ EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
 _SOCK_STREAM = int(socket.SOCK_STREAM)
 
 
+def _describe(environ: dict[str, Any], seq: int) -> RequestInfo:
+    """The isolation layer's description of a request (its id formatted only when read)."""
+    return RequestInfo(
+        environ["REQUEST_METHOD"],
+        environ.get("PATH_INFO", ""),
+        environ.get("HTTP_X_REQUEST_ID"),
+        "sync",
+        "wsgi",
+        seq,
+    )
+
+
 class SyncWorker:
     """Serves a WSGI application, one request at a time, on bound listening sockets."""
 
@@ -468,16 +480,10 @@ class SyncWorker:
             )
         layer = self.isolation
         if layer is not None:
-            info = RequestInfo(
-                environ["REQUEST_METHOD"],
-                environ.get("PATH_INFO", ""),
-                environ.get("HTTP_X_REQUEST_ID"),
-                "sync",
-                "wsgi",
-                self.requests_served + 1,
-            )
-            if layer.needs_before:
-                layer.before_request(info)
+            if not layer.light:  # a light layer's checks need no RequestInfo (after_sync)
+                info = _describe(environ, self.requests_served + 1)
+                if layer.needs_before:
+                    layer.before_request(info)
             if layer.buffering:
                 responder.buffer = []
         if self._watched:
@@ -490,7 +496,11 @@ class SyncWorker:
             ok = self._baseline.copy().run(responder.run, self.app)
         self.requests_served += 1
         if layer is not None:
-            failing = layer.after_request(info)
+            if layer.light:
+                seq = self.requests_served
+                failing = layer.after_sync(lambda: _describe(environ, seq))
+            else:
+                failing = layer.after_request(info)
             if responder.buffer is not None:
                 held, responder.buffer = responder.buffer, None
                 if failing:

@@ -278,3 +278,38 @@ def test_request_info_is_made_lean():
     assert info.extra == {"k": 1}
     with pytest.raises(AttributeError):
         info.nope  # noqa: B018
+
+
+class Quiet(Checker):
+    """A thread_exit checker that reads no RequestInfo: finds ``kind`` when ``leak`` is set."""
+
+    name = "quiet"
+    kinds = ("quiet-leak",)
+    uses_info = False
+
+    def __init__(self) -> None:
+        self.leak = False
+
+    def thread_exit(self, info):
+        assert info is None  # the light path passes none
+        return [Finding("quiet-leak", "left something", {}, self.name)] if self.leak else []
+
+
+def test_a_light_layer_describes_the_request_only_for_a_finding(caplog):
+    checker = Quiet()
+    recycled: list[str] = []
+    layer = IsolationLayer([checker], {"quiet-leak": "recycle"}, on_recycle=recycled.append)
+    assert layer.light and not layer.needs_before
+    described: list[int] = []
+
+    def describe() -> RequestInfo:
+        described.append(1)
+        return RequestInfo("GET", "/light", None, "sync", "wsgi", 3)
+
+    assert layer.after_sync(describe) == [] and described == []
+    checker.leak = True
+    assert layer.after_sync(describe) == [] and described == [1]
+    [line] = [r.getMessage() for r in caplog.records if "[quiet-leak]" in r.getMessage()]
+    assert "after GET /light" in line and line.endswith(" - recycling") and recycled == ["leak"]
+    assert layer.counts["quiet-leak"] == 1
+    assert not IsolationLayer([checker, Recorder()]).light  # Recorder reads its info
