@@ -29,8 +29,9 @@ Findings, per initialised connection:
   the log: it grows with every request (up to 9000 per connection). ``repair``: clear it.
 - ``django-conn-max-age`` (at load, ASGI only): ``CONN_MAX_AGE`` is not 0.
 
-Cost: a few µs per request (one look at each configured alias); nothing runs when Django
-is not imported.
+Cost: on WSGI, a look at each connection the thread opened (``connection_created`` keeps
+the list, so ``connections``, an asgiref Local, is not searched per request); on ASGI one
+look at each configured alias; nothing runs when Django is not imported.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ _REPORTED = "fcgi_gateway_atomic_leak_reported"  # set on a DatabaseWrapper
 
 class _Started(threading.local):
     started = True  # Django's request_started ran in this thread during the request
+    #: the connections this thread opened (WSGI: the thread serves request after request)
+    conns: tuple[Any, ...] = ()
 
 
 def _serves_asgi(app: Any) -> bool:
@@ -116,7 +119,11 @@ class DjangoChecker(Checker):
         self.connections, self.settings = connections, settings
         self.asgi = _serves_asgi(app)
         if not self.asgi:
+            from django.db.backends.signals import connection_created
+
             request_started.connect(self._started, weak=False, dispatch_uid="fcgi-gateway-isolation")
+            connection_created.connect(self._created, weak=False, dispatch_uid="fcgi-gateway-isolation")
+            self._state.conns = tuple(connections.all(initialized_only=True))  # opened at import
             return []
         request_finished.connect(self._finished, weak=False, dispatch_uid="fcgi-gateway-isolation")
         findings = []
@@ -140,20 +147,28 @@ class DjangoChecker(Checker):
     def _started(self, sender: Any = None, **kwargs: Any) -> None:
         self._state.started = True  # Django's handler resets the query log now
 
+    def _created(self, sender: Any = None, connection: Any = None, **kwargs: Any) -> None:
+        """Django opened a connection in this thread: checked after every later request of
+        the thread, without a look through ``connections`` (an asgiref Local) each time."""
+        state = self._state
+        if connection is not None and all(c is not connection for c in state.conns):
+            state.conns = (*state.conns, connection)
+
     def thread_enter(self, info: RequestInfo) -> None:
         self._state.started = False
 
     def thread_exit(self, info: RequestInfo) -> list[Finding]:
         if self.connections is None or self.asgi:
             return []
-        findings = self._check(asgi=False)
+        conns = self._state.conns
+        findings = self._check(False, conns)
         if self.settings.DEBUG and not self._state.started:
-            findings += self._query_log()
+            findings += self._query_log(conns)
         return findings
 
-    def _query_log(self) -> list[Finding]:
+    def _query_log(self, conns: tuple[Any, ...]) -> list[Finding]:
         findings = []
-        for conn in self.connections.all(initialized_only=True):
+        for conn in conns:
             n = len(conn.queries_log)
             if n:
                 findings.append(
@@ -173,15 +188,15 @@ class DjangoChecker(Checker):
         cur = current_layer()
         if cur is None or cur[1].interface != "asgi":
             return
-        findings = self._check(asgi=True)
+        findings = self._check(True, self.connections.all(initialized_only=True))
         if findings:
             cur[0].report(self, findings, cur[1])
 
     # -- shared ---------------------------------------------------------------------------
 
-    def _check(self, asgi: bool) -> list[Finding]:
+    def _check(self, asgi: bool, conns: Any) -> list[Finding]:
         findings = []
-        for conn in self.connections.all(initialized_only=True):
+        for conn in conns:
             autocommit = conn.settings_dict.get("AUTOCOMMIT", True)
             is_open = conn.connection is not None and not conn.closed_in_transaction
             stuck = conn.in_atomic_block or (is_open and conn.autocommit != autocommit)
