@@ -2,7 +2,8 @@
 pyproject.toml. ``optional=True``: without a C compiler the install still succeeds and the
 pure-Python code is used (the reference implementation; tests compare the two).
 
-- gateway/protocol/_pairs.c: the codec's name-value pairs scanner (bytes -> tuples).
+- gateway/protocol/_pairs.c: the codec's scanners (bytes -> tuples): the record splitter
+  and the name-value pairs decoder.
 """
 
 from setuptools import Extension, setup

@@ -30,7 +30,7 @@ ENV_VAR = "FCGI_GATEWAY_NO_SPEEDUPS"
 
 #: Every native speedup: module -> the pure-Python code that is its reference and fallback.
 NATIVE: dict[str, str] = {
-    "gateway.protocol._pairs": "gateway.protocol.records.py_decode_pairs",
+    "gateway.protocol._pairs": "gateway.protocol.records.py_split_records and py_decode_pairs",
 }
 
 _OFF_VALUES = frozenset({"", "0", "false", "no", "off", "n", "f"})

@@ -25,7 +25,6 @@ from .constants import (
     FCGI_VERSION_1,
     HEADER_LENGTH,
     MAX_CONTENT_LENGTH,
-    NULL_REQUEST_ID,
     ProtocolStatus,
     RecordType,
     Role,
@@ -49,8 +48,8 @@ from .records import (
     encode_record,
     encode_stream,
     pack_header,
+    split_records,
     stream_parts,
-    unpack_header,
 )
 from .state import AFTER_END, APPLICATION_ONLY_TYPES, CAN_SEND, RECEIVE_FLAT, Action, RequestState
 
@@ -72,7 +71,8 @@ _GET_VALUES_T = int(RecordType.GET_VALUES)
 #: generated __new__ is a Python function wrapping the same call).
 _new = tuple.__new__
 _RECEIVE = RECEIVE_FLAT
-_unpack_begin = BEGIN_BODY.unpack_from
+_unpack_begin = BEGIN_BODY.unpack
+_split = split_records
 _A_BEGIN = Action.BEGIN
 _A_PARAMS = Action.PARAMS
 _A_STDIN = Action.STDIN
@@ -196,59 +196,59 @@ class FastCGIConnection:
             return
         if self.peer_closed:
             raise RemoteProtocolError("data received after EOF")
-        buf = self._buf + data if self._buf else bytes(data)
-        pos = 0
-        end = len(buf)
+        if type(data) is not bytes:
+            data = bytes(data)
+        # The scanner only cuts the whole version-1 records out of the bytes (natively
+        # when built); every record then goes through the state table here, in order.
+        records, rest = _split(self._buf, data)
         requests = self._requests
         append = self._events.append
         try:
-            while end - pos >= HEADER_LENGTH:
-                version, rtype, rid, clen, plen = unpack_header(buf, pos)
-                if version != FCGI_VERSION_1:
-                    raise RemoteProtocolError(f"unsupported FastCGI version {version}")
-                start = pos + HEADER_LENGTH
-                stop = start + clen
-                if stop + plen > end:
-                    break
-                pos = stop + plen
-                if rid == NULL_REQUEST_ID:
-                    self._management(rtype, buf[start:stop])
+            for rtype, rid, content in records:
+                if not rid:
+                    self._management(rtype, content)
                     continue
                 # The state table decides every transition (RECEIVE, keyed by type and
                 # state); the actions every request is made of are handled here, inline.
                 req = requests.get(rid)
                 action = _RECEIVE.get(rtype << 3 | req.state if req is not None else rtype << 3)
                 if action is _A_STDIN:
-                    if clen:
-                        self._queued_stdin += clen
+                    if content:
+                        self._queued_stdin += len(content)
                         if self._queued_stdin > self.max_stdin_buffer:
                             raise RemoteProtocolError(
                                 f"more than {self.max_stdin_buffer} bytes of request body buffered",
                                 413,
                             )
-                        append(_new(StdinReceived, (rid, buf[start:stop])))
+                        append(_new(StdinReceived, (rid, content)))
                     else:
                         req.state = _ST_DATA if req.role == _FILTER else _ST_DONE  # type: ignore[union-attr]
                         append(_new(StdinEnded, (rid,)))
                 elif action is _A_PARAMS:
-                    if clen:
-                        req.params_size += clen  # type: ignore[union-attr]
+                    if content:
+                        req.params_size += len(content)  # type: ignore[union-attr]
                         if req.params_size > self.max_params_bytes:  # type: ignore[union-attr]
                             raise RemoteProtocolError(
                                 f"request {rid}: params exceed {self.max_params_bytes} bytes",
                                 431,
                                 request_id=rid,
                             )
-                        req.params.append(buf[start:stop])  # type: ignore[union-attr]
+                        req.params.append(content)  # type: ignore[union-attr]
                     else:
                         self._params_end(rid, req)  # type: ignore[arg-type]
                 elif action is _A_BEGIN:
-                    if clen != 8:
-                        raise RemoteProtocolError(f"FCGI_BEGIN_REQUEST body must be 8 bytes, got {clen}")
-                    role, flags = _unpack_begin(buf, start)
+                    if len(content) != 8:
+                        raise RemoteProtocolError(
+                            f"FCGI_BEGIN_REQUEST body must be 8 bytes, got {len(content)}"
+                        )
+                    role, flags = _unpack_begin(content)
                     self._begin(rid, role, flags)
                 else:
-                    self._record(rtype, rid, buf[start:stop], req, action)
+                    self._record(rtype, rid, content, req, action)
+            # The scanner stops before a header it cannot read whole, a record not yet
+            # whole, or a version it does not know: only the last is an error.
+            if len(rest) >= HEADER_LENGTH and rest[0] != FCGI_VERSION_1:
+                raise RemoteProtocolError(f"unsupported FastCGI version {rest[0]}")
         except RemoteProtocolError as exc:
             # Keep a copy without the traceback: the raised error's frames hold this codec
             # and the request's buffers, a cycle only the cyclic GC would free (megabytes
@@ -256,7 +256,7 @@ class FastCGIConnection:
             self._error = RemoteProtocolError(str(exc), exc.status_hint, exc.request_id)
             self._buf = b""
             raise
-        self._buf = buf[pos:] if pos < end else b""
+        self._buf = rest
 
     def next_event(self) -> Event | _NeedData:
         if self._events:

@@ -26,8 +26,9 @@ BEGIN_BODY = struct.Struct("!HB5x")
 _END_BODY = struct.Struct("!LB3x")
 _LEN4 = struct.Struct("!L")
 
-# The optional C decoder (see _pairs.c for why it exists): None when it is not built or
-# FCGI_GATEWAY_NO_SPEEDUPS switched speedups off; py_decode_pairs below is then used.
+# The optional C scanners (see _pairs.c for why they exist): None when not built or
+# FCGI_GATEWAY_NO_SPEEDUPS switched speedups off; py_split_records and py_decode_pairs
+# below are then used.
 _native = load_native("gateway.protocol._pairs")
 _c_decode = _native.decode if _native is not None else None
 
@@ -85,6 +86,33 @@ def stream_parts(
                 off = 0
         total -= n
     return out
+
+
+def py_split_records(prev: bytes, data: bytes) -> tuple[list[tuple[int, int, bytes]], bytes]:
+    """The whole records of ``prev + data``, as ``(type, request id, content)`` tuples
+    (padding skipped), and the bytes after the last of them.
+
+    It stops at the first header that is cut short, whose record is cut short, or whose
+    version is not FCGI_VERSION_1, and never raises for what it reads: the codec looks at
+    what is left, so protocol errors are raised in one place. The reference for the native
+    ``split`` (_pairs.c), which ``split_records`` is when it is built.
+    """
+    buf = prev + data if prev else data
+    records = []
+    pos = 0
+    end = len(buf)
+    while end - pos >= HEADER_LENGTH:
+        version, rtype, rid, clen, plen = unpack_header(buf, pos)
+        start = pos + HEADER_LENGTH
+        if version != FCGI_VERSION_1 or start + clen + plen > end:
+            break
+        records.append((rtype, rid, buf[start : start + clen]))
+        pos = start + clen + plen
+    return records, buf[pos:] if pos else buf
+
+
+#: ``py_split_records``, or the native scanner standing in for it.
+split_records = _native.split if _native is not None else py_split_records
 
 
 def encode_begin_request(request_id: int, role: int = Role.RESPONDER, keep_conn: bool = False) -> bytes:
@@ -212,5 +240,7 @@ __all__ = [
     "encode_stream",
     "pack_header",
     "py_decode_pairs",
+    "py_split_records",
+    "split_records",
     "unpack_header",
 ]

@@ -7,58 +7,28 @@ Hypothesis drives random bytes, structured bodies (lengths around the 1-/4-byte 
 and the item cache's limits, 4-byte forms of small lengths, then truncated, extended, or
 given a huge declared length), and sequences of related bodies (the scanner hands back the
 previous body's objects by position, so its state across calls is fuzzed too); targeted
-cases follow. ``FUZZ_PAIRS_EXAMPLES`` sets the examples per property (a short run in the
-regular suite); ``FUZZ_PAIRS_NATIVE=/path/to/_pairs*.so`` fuzzes that build instead of the
-one the gateway loads (scripts/sanitize: an ASan+UBSan build, a longer run). Without a
-native module (speedups switched off, or not built) the tests skip, unless
-``FUZZ_PAIRS_NATIVE`` is set.
+cases follow. Which build is fuzzed, and for how long: tests/protocol/_native.py
+(``FUZZ_PAIRS_NATIVE``, ``FUZZ_PAIRS_EXAMPLES``).
 """
 
 from __future__ import annotations
 
 import gc
-import importlib.util
-import os
 import struct
-from types import ModuleType
 from unittest import mock
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.protocol import RemoteProtocolError, records
 from gateway.protocol.records import py_decode_pairs
 
-NATIVE_PATH = os.environ.get("FUZZ_PAIRS_NATIVE", "")
-EXAMPLES = int(os.environ.get("FUZZ_PAIRS_EXAMPLES", "150"))
+from ._native import NATIVE_PATH, fuzz, load_from, native, needs_native
+
+pytestmark = needs_native
 #: The scanner's item cache (_pairs_items.h): item positions kept, largest item kept.
 CACHED_ITEMS, CACHED_SIZE = 128, 256
-
-
-def load_from(path: str) -> ModuleType:
-    """A new module object from the shared object at ``path`` (the init function is
-    PyInit__pairs, hence the name); multi-phase init lets one process hold several."""
-    spec = importlib.util.spec_from_file_location("_pairs", path)
-    assert spec is not None and spec.loader is not None, path
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-if NATIVE_PATH:
-    native = load_from(NATIVE_PATH)
-else:
-    native = records._native
-    pytestmark = pytest.mark.skipif(
-        native is None, reason="no native pairs scanner (speedups switched off or not built)"
-    )
-
-fuzz = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
 
 
 def native_outcome(body: bytes, text: bool) -> tuple[str, object]:

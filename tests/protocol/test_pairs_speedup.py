@@ -46,6 +46,7 @@ def test_the_c_decoder_is_built():
         f"gateway/protocol/_pairs.c: {speedups.describe()}; run `pip install -e .` (or "
         "`python setup.py build_ext --inplace`) with a C compiler"
     )
+    assert records.split_records is records._native.split
 
 
 def test_the_c_source_does_no_io():
