@@ -191,6 +191,9 @@ SERVE_OPTIONS: tuple[Opt, ...] = (
        help="File for slow-request stacks (default: the error log)."),
     _o("--heartbeat-timeout", field="heartbeat_timeout_s", type=DURATION,
        help="Kill a worker whose loop has been silent this long (0 = off)."),
+    _o("--max-queue-time", field="max_queue_time_s", type=DURATION,
+       help="Answer 503 with Retry-After, before the app runs, to a request that waited longer "
+            "than this since the web server stamped it (X-Request-Start; 0 = off)."),
     # limits
     _o("--max-body-size", field="max_body_bytes", type=SIZE,
        help="Largest request body (e.g. 10M); larger ones get 413."),
@@ -241,7 +244,7 @@ SERVE_OPTIONS: tuple[Opt, ...] = (
        help="Access log file, or - for stdout (default: off)."),
     _o("--access-log-format", field="access_log_format",
        help="%-format over remote_addr, time, method, uri, protocol, status, bytes, duration_ms, "
-            "request_id, pid."),
+            "request_id, pid, queue_ms (text: %(queue_ms)s, - without X-Request-Start)."),
     _o("--log-config", field="log_config", type=click.Path(dir_okay=False, exists=True),
        help="logging.config.dictConfig file (JSON, or TOML by extension) applied after the defaults."),
     _o("--log-level", field="log_level", type=click.Choice(LEVELS), help="Error log level."),

@@ -123,6 +123,8 @@ class Config:
     heartbeat_timeout_s: float = 60.0
     request_timeout_s: float = 0.0
     slow_request_timeout_s: float = 0.0
+    #: answer 503 to a request that waited longer since X-Request-Start (0 = off; gateway/queueing.py)
+    max_queue_time_s: float = 0.0
     slow_log: str | None = None
     pid_file: str | None = None
     status_path: str | None = None

@@ -5,7 +5,9 @@ reopening their files on SIGUSR1 (log rotation).
 before). ``--log-config FILE`` (a ``logging.config.dictConfig`` in JSON or TOML) replaces
 all of this for people who ship logs as JSON. ``AccessLog`` formats one line per request
 with a %-style format over named fields (see ``ACCESS_FIELDS``); it costs nothing when the
-access log is off (the workers hold None).
+access log is off (the workers hold None). ``queue_ms`` is text, ``-`` when the request
+carried no ``X-Request-Start`` (gateway/queueing.py), so it takes ``%(queue_ms)s``; the
+workers measure the queue time for it only when the format uses it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ LEVELS = ("critical", "error", "warning", "info", "debug")
 #: Fields of the access log format.
 ACCESS_FIELDS = (
     "remote_addr", "time", "method", "uri", "protocol", "status", "bytes", "duration_ms", "request_id", "pid",
+    "queue_ms",
 )  # fmt: skip
 DEFAULT_ACCESS_FORMAT = (
     '%(remote_addr)s - - [%(time)s] "%(method)s %(uri)s %(protocol)s" %(status)s %(bytes)s '
@@ -118,6 +121,8 @@ class AccessLog:
 
     def __init__(self, fmt: str = DEFAULT_ACCESS_FORMAT) -> None:
         self.fmt = fmt
+        #: the format shows the queue time (the workers measure it only then, or for others)
+        self.wants_queue = "%(queue_ms)" in fmt
         self.logger = logging.getLogger("gateway.access")
         self.pid = os.getpid()
         self._second = -1
@@ -132,7 +137,7 @@ class AccessLog:
 
     def log(
         self, remote_addr: str, method: str, uri: str, protocol: str, status: int, nbytes: int,
-        duration_s: float, request_id: str,
+        duration_s: float, request_id: str, queued_s: float | None = None,
     ) -> None:  # fmt: skip
         self.logger.info(
             self.fmt,
@@ -140,6 +145,7 @@ class AccessLog:
                 "remote_addr": remote_addr or "-", "time": self._now(), "method": method, "uri": uri,
                 "protocol": protocol, "status": status, "bytes": nbytes, "duration_ms": duration_s * 1000.0,
                 "request_id": request_id, "pid": self.pid,
+                "queue_ms": "-" if queued_s is None else f"{queued_s * 1000.0:.1f}",
             },
         )  # fmt: skip
 
@@ -149,7 +155,7 @@ def check_access_format(fmt: str) -> None:
     from .errors import ConfigError
 
     sample: dict[str, Any] = dict.fromkeys(ACCESS_FIELDS, 0)
-    sample.update(remote_addr="", time="", method="", uri="", protocol="", request_id="")
+    sample.update(remote_addr="", time="", method="", uri="", protocol="", request_id="", queue_ms="-")
     try:
         fmt % sample
     except KeyError as exc:

@@ -56,7 +56,7 @@ RELOADABLE = frozenset(
         "max_params_count", "max_requests_per_connection", "max_connections", "read_timeout_s",
         "keepalive_timeout_s", "allowed_clients", "forward_stderr", "access_log_format",
         "isolation_checkers", "isolation_user_checkers", "isolation_policies",
-        "isolation_default_policy",
+        "isolation_default_policy", "max_queue_time_s",
     }
 )  # fmt: skip
 

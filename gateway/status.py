@@ -2,11 +2,13 @@
 
 ``render_status`` produces PHP-FPM's status page — same keys, so existing exporters and
 agents keep working — as text (default), ``?json`` or ``?openmetrics``; ``?full`` adds a
-block per worker. Our own fields follow PHP-FPM's: generation, reloads, respawns by
-reason, stale code. ``answer`` turns a request's params into a complete CGI response when
-its path is the configured status or ping path (None otherwise), so both the workers
-(on the main socket, before the app) and the master (on ``--status-bind``, which answers
-even when every worker is busy) serve the same pages.
+block per worker. ``?openmetrics`` also has the histograms the workers keep in the
+scoreboard (request duration by status class, queue time), summed over the pool. Our own
+fields follow PHP-FPM's: generation, reloads, respawns by reason, stale code, shed
+requests, requests in flight. ``answer`` turns a request's params into a complete CGI
+response when its path is the configured status or ping path (None otherwise), so both
+the workers (on the main socket, before the app) and the master (on ``--status-bind``,
+which answers even when every worker is busy) serve the same pages.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ import json
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from .scoreboard import STATE_NAMES, STATE_RUNNING, Scoreboard, SlotView
+from .scoreboard import BUCKETS, STATE_NAMES, STATE_RUNNING, Histogram, Histograms, Scoreboard, SlotView
 from .sockdiag import listen_queue
 
 _TIME_FMT = "%d/%b/%Y:%H:%M:%S %z"
@@ -50,6 +52,8 @@ def snapshot(
         "slow requests": head["slow_retired"] + sum(s.slow for s in slots),
         # ours
         "requests": head["requests_retired"] + sum(s.requests for s in slots),
+        "shed requests": head["shed_retired"] + sum(s.shed for s in slots),
+        "in flight requests": sum(s.in_flight for s in slots),
         "workers wanted": workers_wanted,
         "generation": head["generation"],
         "reloads": head["reloads"],
@@ -88,6 +92,8 @@ def _row(s: SlotView, now: float) -> dict[str, Any]:
         "start since": int(now - s.started),
         "requests": s.requests,
         "request duration": int(max(duration, 0) * 1_000_000),
+        "request queue time": int(s.queue_time * 1_000_000),
+        "in flight requests": s.in_flight,
         "request method": s.method or "-",
         "request uri": s.uri or "-",
         "content length": s.content_length,
@@ -122,10 +128,37 @@ def _metric_name(key: str) -> str:
     return "fcgi_gateway_" + key.replace(" ", "_").replace("-", "_")
 
 
-_COUNTERS = {"accepted conn", "slow requests", "requests", "reloads", "max children reached"}
+_COUNTERS = {"accepted conn", "slow requests", "requests", "shed requests", "reloads", "max children reached"}
 
 
-def _openmetrics(summary: dict[str, Any], rows: list[dict[str, Any]] | None) -> str:
+def _histogram(name: str, series: list[tuple[str, Histogram]]) -> list[str]:
+    """One OpenMetrics histogram family in seconds: cumulative buckets, count, sum per
+    label set (``labels``: the label text, from ``pool``)."""
+    out = [f"# TYPE {name} histogram\n# UNIT {name} seconds\n"]
+    bounds = [repr(b) for b in BUCKETS] + ["+Inf"]
+    for labels, h in series:
+        cumulative = 0
+        for le, n in zip(bounds, h.counts, strict=True):
+            cumulative += n
+            out.append(f'{name}_bucket{{{labels},le="{le}"}} {cumulative}\n')
+        out.append(f"{name}_count{{{labels}}} {cumulative}\n{name}_sum{{{labels}}} {h.total!r}\n")
+    return out
+
+
+def _histograms(pool: str, hist: Histograms) -> list[str]:
+    """Request duration by status class (2xx always, the others once seen), queue time."""
+    by_class = [
+        (f'pool="{pool}",code="{code}"', h) for code, h in hist.duration.items() if code == "2xx" or h.count
+    ]
+    return [
+        *_histogram("fcgi_gateway_request_duration_seconds", by_class),
+        *_histogram("fcgi_gateway_queue_time_seconds", [(f'pool="{pool}"', hist.queue)]),
+    ]
+
+
+def _openmetrics(
+    summary: dict[str, Any], rows: list[dict[str, Any]] | None, hist: Histograms | None = None
+) -> str:
     out = []
     pool = summary["pool"]
     for key, value in summary.items():
@@ -143,8 +176,16 @@ def _openmetrics(summary: dict[str, Any], rows: list[dict[str, Any]] | None) -> 
             out.append(f'# TYPE {name} counter\n{name}_total{{pool="{pool}"}} {value}\n')
         else:
             out.append(f'# TYPE {name} gauge\n{name}{{pool="{pool}"}} {value}\n')
+    if hist is not None:
+        out.extend(_histograms(pool, hist))
     if rows:
-        for key in ("requests", "request duration", "last request memory"):
+        for key in (
+            "requests",
+            "request duration",
+            "request queue time",
+            "in flight requests",
+            "last request memory",
+        ):
             name = _metric_name("process " + key)
             kind = "counter" if key == "requests" else "gauge"
             out.append(f"# TYPE {name} {kind}\n")
@@ -155,8 +196,14 @@ def _openmetrics(summary: dict[str, Any], rows: list[dict[str, Any]] | None) -> 
     return "".join(out)
 
 
-def render_status(summary: dict[str, Any], rows: list[dict[str, Any]], query: str) -> tuple[str, bytes]:
-    """(content type, body) for the status page in the format the query asks for."""
+def render_status(
+    summary: dict[str, Any],
+    rows: list[dict[str, Any]],
+    query: str,
+    histograms: Callable[[], Histograms] | None = None,
+) -> tuple[str, bytes]:
+    """(content type, body) for the status page in the format the query asks for;
+    ``histograms`` (read only for ``?openmetrics``) gives the pool's histograms."""
     flags = {part.split("=")[0] for part in query.split("&") if part}
     full = rows if "full" in flags else None
     if "json" in flags:
@@ -166,7 +213,7 @@ def render_status(summary: dict[str, Any], rows: list[dict[str, Any]], query: st
         return "application/json", json.dumps(data).encode()
     if "openmetrics" in flags:
         return "application/openmetrics-text; version=1.0.0; charset=utf-8", _openmetrics(
-            summary, full
+            summary, full, histograms() if histograms is not None else None
         ).encode()
     return "text/plain; charset=utf-8", _text(summary, full).encode()
 
@@ -246,7 +293,7 @@ class StatusPages:
         if self.board is None:
             return cgi_response(_UNAVAILABLE, "text/plain", b"status unavailable\n")
         summary, rows = snapshot(self.board, self.pool, self.sockets, self.workers_wanted)
-        ctype, body = render_status(summary, rows, query_string or uri_query)
+        ctype, body = render_status(summary, rows, query_string or uri_query, self.board.histograms)
         return cgi_response("200 OK", ctype, body)
 
     def _ping(self, master: bool) -> bytes:

@@ -60,6 +60,7 @@ class ASGICycle:
         "head",
         "more_body",
         "proto",
+        "queued",
         "received",
         "request_sent",
         "rid",
@@ -91,6 +92,8 @@ class ASGICycle:
         self.received = 0
         self.sent = 0
         self.t0 = 0.0
+        #: seconds the request waited before the worker took it (X-Request-Start), or None
+        self.queued: float | None = None
         #: the task running ``run`` (set by the worker when it creates it)
         self.task: asyncio.Task[None] | None = None
         self.timers: list[asyncio.TimerHandle] | None = None

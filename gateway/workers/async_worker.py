@@ -53,7 +53,8 @@ from ..response import protocol_error_reply
 from ..sockets import ClientFilter, describe
 from .base import WorkerControl, codec_options
 
-if TYPE_CHECKING:  # imported only where used: status pages (json) and the slow log
+if TYPE_CHECKING:  # imported only where used: status pages (json), the slow log, queue time
+    from ..queueing import Queueing
     from ..scoreboard import WorkerSlot
     from ..status import StatusPages
 
@@ -259,6 +260,15 @@ class FastCGIProtocol(asyncio.Protocol):
             if reply is not None:
                 self.write(self.conn.send_response(rid, reply))
                 return
+        queued = None
+        queueing = server.queueing
+        if queueing is not None:
+            queued = queueing.params(params)
+            if queued is not None and queued > queueing.limit_s:  # before the app runs
+                env = {k.decode("latin-1"): v.decode("latin-1") for k, v in params}
+                reply = queueing.shed(queued, server.access, env, f"{os.getpid()}-{self.serial}-{rid}")
+                self.write(self.conn.send_response(rid, reply))
+                return
         scope = build_scope(
             params,
             root_path=server.root_path,
@@ -268,12 +278,13 @@ class FastCGIProtocol(asyncio.Protocol):
             connection=self.serial,
         )
         cycle = ASGICycle(self, rid, scope)
+        cycle.queued = queued
         self.cycles[rid] = cycle
         if server.slot is not None:
             qs = scope["query_string"]
             uri = scope["path"] + ("?" + qs.decode("latin-1") if qs else "")
             clen = next((v for k, v in scope["headers"] if k == b"content-length"), b"0")
-            server.slot.start(scope["method"], uri, int(clen) if clen.isdigit() else 0)
+            server.slot.start(scope["method"], uri, int(clen) if clen.isdigit() else 0, queued)
         server.start_cycle(cycle)
 
     def _body(self, cycle: ASGICycle, data: bytes) -> None:
@@ -347,6 +358,7 @@ class AsyncWorker:
         self.slot = slot
         self.isolation: Any = None
         self.access: AccessLog | None = None
+        self.queueing: Queueing | None = None  # made in serve(): once the access log is known
         self.client_filter = ClientFilter(config.allowed_clients) if config.allowed_clients else None
         self.interface = "asgi"
         self.control = control or WorkerControl()
@@ -404,6 +416,10 @@ class AsyncWorker:
     async def serve(self) -> None:
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        if self.slot is not None or self.access is not None or self.config.max_queue_time_s:
+            from ..queueing import make_queueing
+
+            self.queueing = make_queueing(self.config, self.slot, self.access)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             self.loop.add_signal_handler(sig, self._on_signal, sig)
         self.loop.add_signal_handler(signal.SIGUSR1, reopen_files)
@@ -523,9 +539,10 @@ class AsyncWorker:
                 cycle.sent,
                 time.monotonic() - cycle.t0,
                 cycle.request_id,
+                cycle.queued,
             )
         if self.slot is not None:
-            self.slot.finish(still_busy=len(self.tasks) > 1)
+            self.slot.finish(cycle.status)
         if cycle.timers:
             for timer in cycle.timers:
                 timer.cancel()

@@ -45,6 +45,7 @@ from ..protocol import (
     StdinEnded,
     StdinReceived,
 )
+from ..queueing import Queueing, make_queueing
 from ..response import error_response, failure_reply, protocol_error_reply
 from ..scoreboard import WorkerSlot
 from ..sockets import ClientFilter, describe
@@ -100,6 +101,7 @@ class SyncWorker:
         self.slot = slot
         self.isolation: IsolationLayer | None = None
         self.access: AccessLog | None = None
+        self.queueing: Queueing | None = None  # made in run(): once the access log is known
         self._reopen = False
         self.config = config
         self.app = app
@@ -160,6 +162,7 @@ class SyncWorker:
 
     def run(self) -> None:
         rfd, wfd = self._install_signals()
+        self.queueing = make_queueing(self.config, self.slot, self.access)
         self._baseline = contextvars.copy_context()
         ep = select.epoll()
         self._ep = ep
@@ -458,6 +461,15 @@ class SyncWorker:
                 conn.input = None
                 self._send_or_drop(conn, conn.codec.send_response(rid, reply))
                 return
+        queued = None
+        queueing = self.queueing
+        if queueing is not None:
+            queued = queueing.environ(environ)
+            if queued is not None and queued > queueing.limit_s:  # before the app runs
+                conn.input = None
+                reply = queueing.shed(queued, self.access, environ, environ.get("HTTP_X_REQUEST_ID", "-"))
+                self._send_or_drop(conn, conn.codec.send_response(rid, reply))
+                return
         environ["wsgi.input"] = stream
         limit = config.max_body_bytes
         if limit is not None and int(environ.get("CONTENT_LENGTH") or 0) > limit:
@@ -477,6 +489,7 @@ class SyncWorker:
                 environ["REQUEST_METHOD"],
                 environ.get("REQUEST_URI", ""),
                 int(environ.get("CONTENT_LENGTH") or 0),
+                queued,
             )
         layer = self.isolation
         if layer is not None:
@@ -508,7 +521,7 @@ class SyncWorker:
                     held = [failure_reply(rid, body)]
                 self._send_or_drop(conn, b"".join(held))
         if slot is not None:
-            slot.finish()
+            slot.finish(responder.code)
         if access is not None:
             access.log(
                 environ.get("REMOTE_ADDR", ""),
@@ -519,6 +532,7 @@ class SyncWorker:
                 responder.body_bytes,
                 time.monotonic() - t0,
                 environ.get("HTTP_X_REQUEST_ID", "-"),
+                queued,
             )
         self._finished(conn, ok)
 

@@ -10,7 +10,8 @@ on RSS figures, which depend on the machine's Python build (bench/ measures thos
   the async worker;
 - with ``--worker async`` and an ASGI 3 app: neither the sync worker, nor a2wsgi (the WSGI
   bridge), nor asgiref; and, with the default options, none of what only an option needs:
-  the status pages (with json) and the scoreboard (mmap) without --status-path, the slow
+  the status pages (with json), the scoreboard (mmap) and the queue time (gateway/queueing.py)
+  without --status-path, --max-queue-time or an access log, the slow
   log's watchdog without timeouts, the isolation layer when no checker runs;
 - the master's objects are frozen for the worker's garbage collector (gc.freeze before
   fork: its collections do not copy-on-write the pages shared with the master).
@@ -54,6 +55,7 @@ NEVER = {"click", "gateway.cli", "gateway.cli_tools", "logging.config", "gateway
 ASYNC_OPTIONAL = {
     "gateway.status",
     "gateway.scoreboard",
+    "gateway.queueing",
     "mmap",
     "gateway.watchdog",
     "gateway.isolation.base",
