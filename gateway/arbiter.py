@@ -25,7 +25,8 @@ itself if the master dies (gateway/orphans.py).
 
 Crashes are replaced with exponential backoff; more than ``CRASH_LIMIT`` crashes within
 ``CRASH_WINDOW`` seconds, or a boot failure of the very first generation, stops the master
-(AppLoadError / HaltServer: the CLI picks the exit code).
+(AppLoadError / HaltServer: the CLI picks the exit code). Stopping (the shutdown delay,
+then the drain) is gateway/shutdown.py's.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from .config import Config
 from .errors import AppLoadError, HaltServer
 from .log import reopen_files
 from .reload_config import reload_config
-from .sockets import cleanup_unix_sockets
+from .shutdown import Stopping
 
 if TYPE_CHECKING:
     from .codewatch import SourceWatcher
@@ -89,9 +90,10 @@ class Worker:
     retire_deadline: float = 0.0
 
 
-class Arbiter:
+class Arbiter(Stopping):
     """Prefork master. ``child_main(control_fd, slot)`` runs in each forked worker (``slot``:
-    its scoreboard index, -1 without a scoreboard)."""
+    its scoreboard index, -1 without a scoreboard). How it stops (SIGTERM, SIGQUIT, SIGINT;
+    the shutdown delay): gateway/shutdown.py."""
 
     def __init__(
         self,
@@ -116,8 +118,6 @@ class Arbiter:
         self.workers: dict[int, Worker] = {}
         self.generation = 1
         self.signals: list[int] = []
-        self.stopping = False
-        self.stop_deadline = 0.0
         self.crashes: list[float] = []
         self.backoff_until = 0.0
         self.reloads = 0
@@ -273,6 +273,7 @@ class Arbiter:
             if handler is not None:
                 handler()
         self._reap()
+        self._delay_over(time.monotonic())
         if self.stopping:
             if time.monotonic() > self.stop_deadline and self.workers:
                 logger.warning("graceful timeout: killing %d worker(s)", len(self.workers))
@@ -503,12 +504,6 @@ class Arbiter:
         worker.retire_deadline = time.monotonic() + self.config.graceful_timeout_s + 1
         self._signal(worker, sig)
 
-    def _signal(self, worker: Worker, sig: int) -> None:
-        try:
-            os.kill(worker.pid, sig)
-        except ProcessLookupError:
-            pass
-
     def _kill_all(self, sig: int) -> None:
         for w in list(self.workers.values()):
             self._signal(w, sig)
@@ -526,37 +521,10 @@ class Arbiter:
 
     # -- signal handlers (called from the loop) ------------------------------------------
 
-    def _begin_stop(self, quick: bool = False) -> None:
-        if self.stopping and not quick:
-            return
-        self.stopping = True
-        if self.board is not None:
-            self.board.update(draining=1)  # the ping page answers 503 from now on
-        timeout = 1.0 if quick else self.config.graceful_timeout_s
-        self.stop_deadline = time.monotonic() + timeout
-        systemd.notify("STOPPING=1")
-        # The master never accepts: drop its copies of the listening sockets now (unix socket
-        # files first), so each socket closes as soon as the workers have drained theirs.
-        cleanup_unix_sockets(self.sockets)
-        for sock in self.sockets:
-            sock.close()
-        for w in list(self.workers.values()):
-            w.retiring = True
-            self._signal(w, signal.SIGTERM)
-
-    def handle_sigterm(self) -> None:
-        logger.info("master received SIGTERM: graceful stop")
-        self._begin_stop()
-
-    handle_sigquit = handle_sigterm
-
-    def handle_sigint(self) -> None:
-        logger.info("master received SIGINT: quick stop")
-        self._begin_stop(quick=True)
-
     def handle_sighup(self) -> None:
-        if not self.booted:
-            logger.warning("reload requested before the workers were ready; ignored")
+        if not self.booted or self.delaying:
+            why = "during the shutdown delay" if self.booted else "before the workers were ready"
+            logger.warning("reload requested %s; ignored", why)
             return
         if self.config.config_file:  # re-read; a file refused keeps the config and generation
             given = self.releases.app_dir if self.releases is not None else self.config.app_dir

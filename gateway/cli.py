@@ -183,6 +183,9 @@ SERVE_OPTIONS: tuple[Opt, ...] = (
        help="Workers replaced at once for recycling."),
     _o("--graceful-timeout", field="graceful_timeout_s", type=DURATION,
        help="How long in-flight requests may run after SIGTERM."),
+    _o("--shutdown-delay", field="shutdown_delay_s", type=DURATION,
+       help="On SIGTERM, keep accepting and serving this long, the ping page answering 503, before "
+            "the graceful stop (for a Kubernetes Service's endpoint removal; SIGQUIT skips it)."),
     _o("--request-timeout", field="request_timeout_s", type=DURATION,
        help="Answer 504 and recycle the worker when a request runs longer (0 = off)."),
     _o("--slow-request-timeout", field="slow_request_timeout_s", type=DURATION,

@@ -229,6 +229,13 @@ def _secs(s: float) -> str:
     return f"{s:g}s" if s else "off"
 
 
+def _stop_bound(config: Any) -> str:
+    from .shutdown import stop_bound_s
+
+    bound = stop_bound_s(config)
+    return f" (a stop takes up to {bound:g}s: give the platform a longer grace period than that)"
+
+
 def _jitter(value: str, jitter: str) -> str:
     return value if jitter in ("0", "off") or value in ("0", "off") else f"{value} (+ up to {jitter})"
 
@@ -317,6 +324,7 @@ def describe_config(config: Any, interface: str, kind: str, workers_from: str = 
         ("request timeout", _secs(c.request_timeout_s)),
         ("slow request log", _secs(c.slow_request_timeout_s) + (f" -> {c.slow_log}" if c.slow_log else "")),
         ("graceful timeout", _secs(c.graceful_timeout_s)),
+        ("shutdown delay", _secs(c.shutdown_delay_s) + _stop_bound(c)),
         ("heartbeat timeout", _secs(c.heartbeat_timeout_s)),
         ("max requests", _jitter(str(c.max_requests or "off"), str(c.max_requests_jitter))),
         ("max lifetime", _jitter(_secs(c.max_lifetime_s), _secs(c.max_lifetime_jitter_s))),
@@ -344,15 +352,23 @@ def _workers_from(values: dict[str, Any]) -> str:
 
 @main.command()
 @click.argument("app", envvar="FCGI_GATEWAY_APP", required=False)
+@click.option(
+    "--grace-period", type=DURATION, default=None,
+    help="The platform's time between SIGTERM and SIGKILL (Kubernetes terminationGracePeriodSeconds, "
+         "docker --stop-timeout): a configuration error unless --shutdown-delay + --graceful-timeout "
+         "fit in it.",
+)  # fmt: skip
 @_add_options
-def check(app: str | None, **values: Any) -> None:
+def check(app: str | None, grace_period: float | None, **values: Any) -> None:
     """Load the config and APP without binding or serving; print what would run.
 
     Takes the options of serve (and the same FCGI_GATEWAY_* variables). Exit status: 0 when
-    everything loads, 2 for a configuration error, 3 for a bind address that cannot work
-    (e.g. a missing directory), 4 when the application cannot be loaded.
+    everything loads, 2 for a configuration error (a stop longer than --grace-period too), 3
+    for a bind address that cannot work (e.g. a missing directory), 4 when the application
+    cannot be loaded.
     """
     from .server import prepare_app
+    from .shutdown import stop_bound_s
 
     if not app:
         raise click.UsageError("missing APP (module:attribute), on the command line or as `app` in --config")
@@ -364,6 +380,12 @@ def check(app: str | None, **values: Any) -> None:
 
     try:
         config = config_from_options(app, values)
+        if grace_period is not None and stop_bound_s(config) >= grace_period:
+            raise ConfigError(
+                f"a stop takes up to --shutdown-delay {_secs(config.shutdown_delay_s)} + --graceful-timeout "
+                f"{_secs(config.graceful_timeout_s)} = {stop_bound_s(config):g}s, not less than "
+                f"--grace-period {grace_period:g}s: requests still running would be killed (SIGKILL)"
+            )
         if config.chdir:
             os.chdir(config.chdir)
         _, interface, kind = prepare_app(config)

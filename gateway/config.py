@@ -111,6 +111,8 @@ class Config:
     log_config: str | None = None
     debug: bool = False
     graceful_timeout_s: float = 30.0
+    #: SIGTERM: keep serving this long (ping answers 503) before the drain (gateway/shutdown.py)
+    shutdown_delay_s: float = 0.0
     workers: int = 1
     preload: bool = False
     max_requests: int = 0

@@ -45,13 +45,14 @@ from .errors import ConfigError
 logger = logging.getLogger("gateway.error")
 
 #: Fields a new generation may take from the file (read by each worker as it starts, or by
-#: the master's loop: workers, graceful/heartbeat timeouts, concurrent recycles)
+#: the master's loop: workers, graceful/heartbeat timeouts, shutdown delay, concurrent recycles)
 RELOADABLE = frozenset(
     {
         "app", "factory", "interface", "worker", "loop", "lifespan", "root_path", "debug",
         "workers", "threads", "bridge_threads", "max_concurrent_recycles",
         "max_requests", "max_requests_jitter", "max_lifetime_s", "max_lifetime_jitter_s",
-        "max_memory_bytes", "trace_memory_frames", "graceful_timeout_s", "heartbeat_timeout_s",
+        "max_memory_bytes", "trace_memory_frames", "graceful_timeout_s", "shutdown_delay_s",
+        "heartbeat_timeout_s",
         "request_timeout_s", "slow_request_timeout_s", "max_body_bytes", "max_params_bytes",
         "max_params_count", "max_requests_per_connection", "max_connections", "read_timeout_s",
         "keepalive_timeout_s", "allowed_clients", "forward_stderr", "access_log_format",

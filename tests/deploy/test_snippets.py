@@ -172,7 +172,7 @@ def test_doc_caddyfile_block_validates(block, tmp_path: Path) -> None:
 
 def test_doc_has_the_frontend_recipes() -> None:
     # lighttpd, caddy: test_frontends.py; release-*: test_release_deploy.py; container-*:
-    # test_container.py
+    # test_container.py; k8s-*: test_k8s.py
     assert {b.recipe for b in BLOCKS if b.recipe} == {
         "lighttpd",
         "caddy",
@@ -180,4 +180,6 @@ def test_doc_has_the_frontend_recipes() -> None:
         "release-deploy",
         "container-build",
         "container-run",
+        "k8s-apply",
+        "k8s-adapter-rule",
     }
