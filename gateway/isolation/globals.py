@@ -51,6 +51,7 @@ import os
 import sys
 import threading
 import types
+from collections.abc import Callable
 from operator import itemgetter
 from typing import Any
 
@@ -81,6 +82,11 @@ def _copy(place: Place, fingerprint: list[Any]) -> Any:
     if isinstance(obj, collections.deque):
         return collections.deque(fingerprint[0])
     return list(fingerprint[0])
+
+
+def _attrs(allowed: Callable[[str], bool], name: str) -> Callable[[str], bool]:
+    """The allowlist of the attributes of what ``name`` is bound to (``name.attr``)."""
+    return lambda attr: allowed(f"{name}.{attr}")
 
 
 class GlobalsChecker(Checker):
@@ -144,22 +150,11 @@ class GlobalsChecker(Checker):
             if space is None:
                 continue
             self._inside(space)
-            for name, value in list(vars(module).items()):
-                if allowed(name):
-                    continue
-                if isinstance(value, type) and value.__module__ == modname:
-                    what = "class"
-                elif type(value).__module__ in self.modules and not is_code(value):
-                    what = "instance"  # a module-level instance of an app class
-                else:
-                    continue
-                try:
-                    inner = Namespace(f"{modname}:{name}", value, what, lambda a, n=name: allowed(f"{n}.{a}"))
-                except TypeError:  # no __dict__ after all
-                    continue
-                inner_space = self._watch(inner)
-                if inner_space is not None:
-                    self._inside(inner_space)
+            for name, value in list(vars(module).items()):  # the classes defined there
+                if isinstance(value, type) and value.__module__ == modname and not allowed(name):
+                    inner = self._watch(Namespace(f"{modname}:{name}", value, "class", _attrs(allowed, name)))
+                    if inner is not None:
+                        self._inside(inner)
         self._index()
 
     def _watch(self, place: Place) -> Place | None:
@@ -177,11 +172,20 @@ class GlobalsChecker(Checker):
         return place
 
     def _inside(self, space: Namespace) -> None:
-        """The data containers bound to the state names of ``space``."""
-        for name, value in space.last.items():
+        """What the state names of ``space`` hold: data containers, and in a module its
+        instances of the app's classes (a module-level singleton) with what they hold.
+        Called again after ``space`` changed: what a request bound there is watched."""
+        for name, value in list(space.last.items()):
+            label = f"{space.label}:{name}" if space.what == "module" else f"{space.label}.{name}"
             if isinstance(value, CONTAINERS):
-                label = f"{space.label}:{name}" if space.what == "module" else f"{space.label}.{name}"
                 self._watch(place_for(label, value, self.limit))
+            elif space.what == "module" and type(value).__module__ in self.modules and not is_code(value):
+                try:
+                    inner = self._watch(Namespace(label, value, "instance", _attrs(space.allowed, name)))
+                except TypeError:  # no __dict__ (__slots__)
+                    continue
+                if inner is not None:
+                    self._inside(inner)
 
     def _index(self) -> None:
         """What the lock-free check compares (replaced, never mutated): the number of

@@ -211,3 +211,12 @@ def test_a_rebound_container_is_watched_anew(module):
     assert kinds(checker.thread_exit(req())) == [("global-entry", "STATE")]
     old["user"] = "bob"  # no longer bound: not the app's state
     assert checker.thread_exit(req()) == []
+
+
+def test_a_rebound_singleton_is_watched_anew(module):
+    mod = module(SOURCE)
+    checker = checker_for(mod)
+    mod.TENANT = mod.Tenant()
+    assert kinds(checker.thread_exit(req())) == [("global-rebound", "TENANT")]
+    mod.TENANT.name = "alice"  # the new instance's attributes are watched too
+    assert kinds(checker.thread_exit(req())) == [("global-attribute", "TENANT.name")]
