@@ -346,10 +346,11 @@ class IsolationLayer:
             if findings:
                 self.report(checker, findings, info)
 
-    def after_sync(self, describe: Callable[[], RequestInfo]) -> list[Finding]:
+    def after_sync(self, describe: Callable[..., RequestInfo], *request: Any) -> list[Finding]:
         """``after_request`` for a request that ran on the worker's own thread, when the
-        layer is ``light``: the checks run without a RequestInfo, which ``describe`` makes
-        only when a finding needs one (its policy, its log line)."""
+        layer is ``light``: the checks run without a RequestInfo, which
+        ``describe(*request)`` makes only when a finding needs one (its policy, its log
+        line)."""
         for checker in self._thread_exit:
             try:
                 found = checker.thread_exit(None)  # type: ignore[arg-type]
@@ -357,7 +358,7 @@ class IsolationLayer:
                 self._disable(checker, "thread_exit")
                 continue
             if found:
-                info = describe()
+                info = describe(*request)
                 self.report(checker, found, info)
                 return self.after_request(info, checked=True)
         return _NOTHING

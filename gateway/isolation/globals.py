@@ -64,7 +64,6 @@ TRACK_MAX_ENV = "FCGI_GATEWAY_ISOLATION_TRACK_MAX"
 logger = logging.getLogger("gateway.isolation")
 _is = operator.is_
 _call = operator.call
-_modules = sys.modules
 _NOTHING: list[Finding] = []  # what the common case returns (never mutated: no allocation)
 
 
@@ -109,7 +108,7 @@ class GlobalsChecker(Checker):
         self.modules: set[str] = set()
         self.nmods = 0
         #: what the lock-free check compares (see _index)
-        self._fast: tuple[Any, ...] = ([], [], [], [], [-1], None)
+        self._fast: tuple[Any, ...] = ([len], [sys.modules], [], [-1], None)
         self._lock = threading.Lock()  # thread_exit runs in several bridge threads
 
     def after_load(self, app: Any) -> list[Finding]:
@@ -196,10 +195,17 @@ class GlobalsChecker(Checker):
         watched = [p for p in spaces if p.last]
         data = [p for p in self.places.values() if not isinstance(p, Sampled) and p not in spaces]
         big = [p for p in self.places.values() if isinstance(p, Sampled)]
+        #: what is read: the number of modules, each namespace's length, the objects bound
+        #: to its state names; one map of (probe, target) pairs
+        probes: list[Callable[[Any], Any]] = [
+            len,
+            *(len for _ in spaces),
+            *(itemgetter(*p.last) for p in watched),
+        ]
+        targets = [sys.modules, *(p.dict for p in spaces), *(p.dict for p in watched)]
         self._fast = (
-            [p.dict for p in spaces],
-            [itemgetter(*p.last) for p in watched],
-            [p.dict for p in watched],
+            probes,
+            targets,
             [p.ns if isinstance(p, Namespace) else p.obj for p in data],
             [
                 len(sys.modules),
@@ -219,9 +225,9 @@ class GlobalsChecker(Checker):
         # In the thread that ran the request, right after its response was closed. The
         # common case reads only, without the lock: the contents of every place listed
         # in C and compared with the last check's (identity shortcut first per item).
-        sized, getters, dicts, containers, expected, ends = self._fast
+        probes, targets, containers, expected, ends = self._fast
         try:
-            if [len(_modules), *map(len, sized), *map(_call, getters, dicts), *containers] == expected and (
+            if [*map(_call, probes, targets), *containers] == expected and (
                 ends is None or list(map(sample, ends[0])) == ends[1]
             ):
                 return _NOTHING

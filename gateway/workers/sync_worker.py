@@ -493,7 +493,8 @@ class SyncWorker:
             )
         layer = self.isolation
         if layer is not None:
-            if not layer.light:  # a light layer's checks need no RequestInfo (after_sync)
+            light = layer.light
+            if not light:  # a light layer's checks need no RequestInfo (after_sync)
                 info = _describe(environ, self.requests_served + 1)
                 if layer.needs_before:
                     layer.before_request(info)
@@ -509,9 +510,8 @@ class SyncWorker:
             ok = self._baseline.copy().run(responder.run, self.app)
         self.requests_served += 1
         if layer is not None:
-            if layer.light:
-                seq = self.requests_served
-                failing = layer.after_sync(lambda: _describe(environ, seq))
+            if light:
+                failing = layer.after_sync(_describe, environ, self.requests_served)
             else:
                 failing = layer.after_request(info)
             if responder.buffer is not None:

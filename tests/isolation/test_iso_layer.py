@@ -302,13 +302,13 @@ def test_a_light_layer_describes_the_request_only_for_a_finding(caplog):
     assert layer.light and not layer.needs_before
     described: list[int] = []
 
-    def describe() -> RequestInfo:
-        described.append(1)
-        return RequestInfo("GET", "/light", None, "sync", "wsgi", 3)
+    def describe(path: str, seq: int) -> RequestInfo:
+        described.append(seq)
+        return RequestInfo("GET", path, None, "sync", "wsgi", seq)
 
-    assert layer.after_sync(describe) == [] and described == []
+    assert layer.after_sync(describe, "/light", 3) == [] and described == []
     checker.leak = True
-    assert layer.after_sync(describe) == [] and described == [1]
+    assert layer.after_sync(describe, "/light", 3) == [] and described == [3]
     [line] = [r.getMessage() for r in caplog.records if "[quiet-leak]" in r.getMessage()]
     assert "after GET /light" in line and line.endswith(" - recycling") and recycled == ["leak"]
     assert layer.counts["quiet-leak"] == 1
