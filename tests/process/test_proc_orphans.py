@@ -123,7 +123,7 @@ def test_a_live_gateway_is_still_refused_at_once(gateway_factory, worker):
     begun = time.monotonic()
     with pytest.raises(BindError, match=r"another server \(pid \d+\) is already listening"):
         bind_socket(BindSpec("unix", path=gw.socket_path), orphan_wait_s=10)
-    assert time.monotonic() - begun < 2
+    assert time.monotonic() - begun < 5  # at once: not after the orphans' wait (10 s here)
     assert gw.proc.poll() is None
 
 
