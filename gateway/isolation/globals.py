@@ -223,8 +223,9 @@ class GlobalsChecker(Checker):
 
     def thread_exit(self, info: RequestInfo) -> list[Finding]:
         # In the thread that ran the request, right after its response was closed. The
-        # common case reads only, without the lock: the contents of every place listed
-        # in C and compared with the last check's (identity shortcut first per item).
+        # common case reads only, without the lock: one list made in C (the probes'
+        # readings, then the containers themselves) compared with the one kept from the
+        # last check (identity first per item); the samples of the big containers.
         probes, targets, containers, expected, ends = self._fast
         try:
             if [*map(_call, probes, targets), *containers] == expected and (
