@@ -109,6 +109,35 @@ def test_max_queue_time_sheds_before_the_app_runs(queued_served):
     assert log.group(1) == "1"  # the first at once; the others within the interval are counted later
 
 
+def test_overload_through_nginx_sheds_a_share_and_never_runs_the_app_for_it(queued_served):
+    """Eight clients keep one sync worker that needs 50 ms a request busy for 2 s: the
+    requests that waited over 150 ms in the queue are shed, the share is on the status
+    page, and the app ran exactly for the requests answered 200."""
+    s = queued_served("app", "-w", "1", "--worker", "sync", "--max-queue-time", "150ms")
+    counts = {200: 0, 503: 0}
+    lock = threading.Lock()
+    end = time.monotonic() + 2.0
+
+    def client() -> None:
+        while time.monotonic() < end:
+            status = s.get("/sleep?s=0.05").status
+            with lock:
+                counts[status] = counts.get(status, 0) + 1
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(counts) == {200, 503} and counts[200] > 0 and counts[503] > 0, counts
+    expected = (counts[200], counts[503])  # counted by the worker just after its answer
+    data = wait_for(lambda: s.status().json(), lambda d: (d["requests"], d["shed requests"]) == expected,
+                    what=f"{expected} on the status page")  # fmt: skip
+    assert len(s.calls()) == counts[200]  # the app never ran for a shed request
+    share = data["shed requests"] / (data["shed requests"] + data["requests"])
+    print(f"overload: {counts[200]} served, {counts[503]} shed ({share:.0%})")
+
+
 @pytest.mark.parametrize(
     "app, worker", [("app", "sync"), ("asgi_app", "async"), ("app", "async")], ids=["sync", "asgi", "bridge"]
 )

@@ -1,6 +1,6 @@
 """``--shutdown-delay`` with real processes (issue 18, part 1).
 
-- Under load through nginx, SIGTERM with ``--shutdown-delay 2s``: every request sent during
+- Under load through nginx, SIGTERM with ``--shutdown-delay 4s``: every request sent during
   the delay is answered 200 (the socket stays, the workers keep accepting), the ping page
   answers ``503 draining`` from the first moment, then the server drains and exits 0 after
   the delay and within delay + graceful timeout.
@@ -26,15 +26,15 @@ DRAINING = (False, "503 Service Unavailable: draining")
 
 
 def test_shutdown_delay_serves_on_under_load_then_drains(served, wrk):
-    delay, graceful = 2.0, 10.0
+    delay, graceful = 4.0, 10.0
     s = served(
         "proc_apps:app", "-w", "2", "--worker", "sync", "--ping-path", "/ping",
         "--shutdown-delay", f"{delay:g}s", "--graceful-timeout", f"{graceful:g}s", keep_conn=True,
     )  # fmt: skip
     gw = s.gateway
     assert ping(gw.address) == (True, "200 OK")
-    load = wrk(s.url + "/pid", duration=2, connections=8)  # ends 1.7 s after the SIGTERM
-    time.sleep(0.3)
+    load = wrk(s.url + "/pid", duration=4, connections=8)  # goes on 3 s after the SIGTERM
+    time.sleep(1.0)
     sent = time.monotonic()
     gw.send_signal(signal.SIGTERM)
     assert wait_until(lambda: ping(gw.address, timeout=2) == DRAINING, timeout=1.0), ping(gw.address)
