@@ -26,7 +26,7 @@ STATE_NAMES = {STATE_IDLE: "Idle", STATE_RUNNING: "Running", STATE_STOPPING: "Fi
 
 #: A worker's slot, field by field (struct formats, no padding); SlotView follows this order.
 _SLOT_FIELDS = (
-    ("pid", "i"), ("state", "B"), ("generation", "H"), ("started", "d"), ("requests", "Q"),
+    ("pid", "i"), ("state", "B"), ("generation", "H"), ("capacity", "I"), ("started", "d"), ("requests", "Q"),
     ("accepted", "Q"), ("slow", "Q"), ("shed", "Q"), ("req_start", "d"), ("last_duration", "d"),
     ("last_cpu", "d"), ("queue_time", "d"), ("content_length", "q"), ("method", "8s"), ("uri", "240s"),
 )  # fmt: skip
@@ -109,6 +109,7 @@ class SlotView:
     pid: int
     state: int
     generation: int
+    capacity: int  # requests the worker serves at once (0: not said)
     started: float
     requests: int
     accepted: int
@@ -140,7 +141,7 @@ class Scoreboard:
         for i in range(self.slots):
             off = self._off(i)
             if self.mem[off + _OFF_STATE] == STATE_FREE:
-                _SLOT.pack_into(self.mem, off, pid, STATE_IDLE, generation, time.time(), 0, 0, 0, 0,
+                _SLOT.pack_into(self.mem, off, pid, STATE_IDLE, generation, 0, time.time(), 0, 0, 0, 0,
                                 0.0, 0.0, 0.0, 0.0, 0, b"", b"")  # fmt: skip
                 hist = self.hist_off(i)
                 self.mem[hist : hist + _HIST_SIZE] = bytes(_HIST_SIZE)
@@ -264,6 +265,11 @@ class WorkerSlot:
         self.requests = 0
         self.cpu_start = 0.0
         self.words, self.sums = board._hist_words(board.hist_off(index))
+
+    def set_capacity(self, requests: int) -> None:
+        """How many requests this worker serves at once (its threads; the async worker's
+        connections), for the status page's busy ratio."""
+        struct.pack_into("=I", self.mem, self.off + _OFF["capacity"], max(0, requests))
 
     def accepted(self) -> None:
         off = self.off + _OFF_ACCEPTED

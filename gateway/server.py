@@ -241,6 +241,7 @@ def run(config: Config) -> None:
             from .scoreboard import WorkerSlot
 
             worker_slot = WorkerSlot(board, slot)
+            worker_slot.set_capacity(config.threads if kind == "sync" else config.max_connections)
         try:
             policies = parse_policies(config.isolation_policies)
             layer = None

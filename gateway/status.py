@@ -5,7 +5,8 @@ agents keep working — as text (default), ``?json`` or ``?openmetrics``; ``?ful
 block per worker. ``?openmetrics`` also has the histograms the workers keep in the
 scoreboard (request duration by status class, queue time), summed over the pool. Our own
 fields follow PHP-FPM's: generation, reloads, respawns by reason, stale code, shed
-requests, requests in flight. ``answer`` turns a request's params into a complete CGI
+requests, requests in flight and the busy ratio (in flight over what the workers serve at
+once: their threads, the async worker's connections). ``answer`` turns a request's params into a complete CGI
 response when its path is the configured status or ping path (None otherwise), so both
 the workers (on the main socket, before the app) and the master (on ``--status-bind``,
 which answers even when every worker is busy) serve the same pages.
@@ -54,6 +55,7 @@ def snapshot(
         "requests": head["requests_retired"] + sum(s.requests for s in slots),
         "shed requests": head["shed_retired"] + sum(s.shed for s in slots),
         "in flight requests": sum(s.in_flight for s in slots),
+        "busy ratio": _ratio(sum(s.in_flight for s in slots), sum(s.capacity for s in slots)),
         "workers wanted": workers_wanted,
         "generation": head["generation"],
         "reloads": head["reloads"],
@@ -65,6 +67,11 @@ def snapshot(
         },
     }
     return summary, [_row(s, now) for s in slots]
+
+
+def _ratio(in_flight: int, capacity: int) -> float:
+    """Requests in flight over the requests the workers serve at once (0 when unknown)."""
+    return round(in_flight / capacity, 3) if capacity > 0 else 0.0
 
 
 def _rss(pid: int) -> int:
@@ -94,6 +101,7 @@ def _row(s: SlotView, now: float) -> dict[str, Any]:
         "request duration": int(max(duration, 0) * 1_000_000),
         "request queue time": int(s.queue_time * 1_000_000),
         "in flight requests": s.in_flight,
+        "busy ratio": _ratio(s.in_flight, s.capacity),
         "request method": s.method or "-",
         "request uri": s.uri or "-",
         "content length": s.content_length,
@@ -184,6 +192,7 @@ def _openmetrics(
             "request duration",
             "request queue time",
             "in flight requests",
+            "busy ratio",
             "last request memory",
         ):
             name = _metric_name("process " + key)

@@ -149,10 +149,12 @@ def test_histograms_are_summed_over_workers_and_kept_when_one_retires(monkeypatc
 def test_in_flight_counts_concurrent_requests_on_one_slot():
     board = Scoreboard(2)
     slot = WorkerSlot(board, board.claim(1, 1))
+    slot.set_capacity(4)
     for _ in range(3):
         slot.start("GET", "/sleep", 0)
     summary, rows = snapshot(board, "www", [], 1)
     assert summary["in flight requests"] == 3 and rows[0]["state"] == "Running"
+    assert summary["busy ratio"] == rows[0]["busy ratio"] == 0.75
     slot.finish(200)
     slot.finish(200)
     assert board.read()[0].in_flight == 1 and board.read()[0].state == 2  # still running

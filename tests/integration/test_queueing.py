@@ -4,7 +4,8 @@ says): the time a request waited behind a slow one on a 1-worker gateway, in the
 log and on ``?full``; ``--max-queue-time`` answering 503 + Retry-After before the app runs
 (the app records its calls), counted as shed; a stale stamp shed and a fresh one served on
 every worker kind; ``?openmetrics`` histograms whose counts add up to the requests served;
-the async worker's in-flight gauge above 1 while slow requests share one worker."""
+the async worker's in-flight gauge above 1 while slow requests share one worker, and its
+busy ratio (in flight over its --max-connections)."""
 
 from __future__ import annotations
 
@@ -182,7 +183,7 @@ def test_openmetrics_histograms_add_up_to_the_requests_served(queued_served, app
 
 
 def test_async_in_flight_gauge_counts_requests_sharing_one_worker(queued_served):
-    s = queued_served("asgi_app", "-w", "1", "--worker", "async")
+    s = queued_served("asgi_app", "-w", "1", "--worker", "async", "--max-connections", "8")
     results: list = []
     slow = [_in_background(s, f"/sleep?s=1.5&n={i}", results) for i in range(4)]
     data = wait_for(
@@ -191,8 +192,12 @@ def test_async_in_flight_gauge_counts_requests_sharing_one_worker(queued_served)
     assert data["processes"][0]["in flight requests"] == 4 and data["processes"][0]["state"] == "Running"
     gauge = _families(s)["fcgi_gateway_in_flight_requests"]
     assert gauge.samples[0].value == 4
+    capacity = 8  # --max-connections: the async worker's requests at once
+    assert data["busy ratio"] == data["processes"][0]["busy ratio"] == 4 / capacity
+    assert _families(s)["fcgi_gateway_busy_ratio"].samples[0].value == 4 / capacity
     for t in slow:
         t.join()
     assert [r.status for _, r in results] == [200] * 4
     after = s.status().json()
     assert after["in flight requests"] == 0 and after["processes"][0]["state"] == "Idle"
+    assert after["busy ratio"] == 0.0
