@@ -293,14 +293,14 @@ class IsolationLayer:
         self._index()
         self._count("checker-error")
 
-    def _repair(self, checker: Checker, finding: Finding) -> bool | None:
-        """The checker's repair: True when undone, False when not, None when it raised
-        (the state is then unknown: the caller recycles the worker)."""
+    def _repair(self, checker: Checker, finding: Finding) -> Any:
+        """The checker's repair: True when undone, False when not, ``_RAISED`` when it
+        raised (the state is then unknown: the caller recycles the worker)."""
         try:
             return bool(checker.repair(finding))
         except Exception:
             self._disable(checker, "repair")
-            return None
+            return _RAISED
 
     def _guard(self, checker: Checker, hook: str, fn: Callable[[], Any]) -> Any:
         try:
@@ -351,6 +351,7 @@ class IsolationLayer:
         layer is ``light``: the checks run without a RequestInfo, which
         ``describe(*request)`` makes only when a finding needs one (its policy, its log
         line)."""
+        info = None
         for checker in self._thread_exit:
             try:
                 found = checker.thread_exit(None)  # type: ignore[arg-type]
@@ -358,10 +359,10 @@ class IsolationLayer:
                 self._disable(checker, "thread_exit")
                 continue
             if found:
-                info = describe(*request)
+                if info is None:
+                    info = describe(*request)
                 self.report(checker, found, info)
-                return self.after_request(info, checked=True)
-        return _NOTHING
+        return _NOTHING if info is None else self.after_request(info, checked=True)
 
     def report(self, checker: Checker, findings: list[Finding], info: RequestInfo) -> None:
         """Findings made in the thread that owns the state (thread hooks, or a checker's
@@ -374,8 +375,6 @@ class IsolationLayer:
             repaired = None
             if self.policy_for(finding.kind) == "repair":
                 repaired = self._repair(checker, finding)
-                if repaired is None:
-                    repaired = _RAISED
             out.append((checker, finding, repaired))
 
     def after_request(self, info: RequestInfo, checked: bool = False) -> list[Finding]:
@@ -403,8 +402,6 @@ class IsolationLayer:
             self._count(finding.kind)
             if policy == "repair" and repaired is None:
                 repaired = self._repair(checker, finding)
-                if repaired is None:
-                    repaired = _RAISED
             if policy == "repair" and repaired is _RAISED:
                 repaired = False
                 policy = "recycle"  # the repair raised: the state is unknown, replace the worker

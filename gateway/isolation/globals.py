@@ -56,18 +56,16 @@ from operator import itemgetter
 from typing import Any
 
 from .appmodules import Allowlist, app_modules
-from .base import Checker, Finding, RequestInfo
+from .base import _NOTHING, Checker, Finding, RequestInfo
 from .places import CONTAINERS, Namespace, Place, Sampled, fingerprint, is_code, place_for, same, sample
 
 WARMUP_ENV = "FCGI_GATEWAY_ISOLATION_WARMUP"
 TRACK_MAX_ENV = "FCGI_GATEWAY_ISOLATION_TRACK_MAX"
 logger = logging.getLogger("gateway.isolation")
-_is = operator.is_
 _call = operator.call
-_NOTHING: list[Finding] = []  # what the common case returns (never mutated: no allocation)
 
 
-def _copy(place: Place, fingerprint: list[Any]) -> Any:
+def _copy(place: Place, fp: list[Any]) -> Any:
     """The container as of its fingerprint, of its base type (``==`` between a container
     and its copy then compares their items): a dict from its keys and values, a list, set
     or deque from its items; a namespace read through a mappingproxy, as a dict."""
@@ -75,12 +73,12 @@ def _copy(place: Place, fingerprint: list[Any]) -> Any:
     if isinstance(place, Namespace):
         return dict(place.ns)
     if isinstance(obj, dict):
-        return dict(zip(fingerprint[0], fingerprint[1], strict=True))
+        return dict(zip(fp[0], fp[1], strict=True))
     if isinstance(obj, set):
-        return set(fingerprint[0])
+        return set(fp[0])
     if isinstance(obj, collections.deque):
-        return collections.deque(fingerprint[0])
-    return list(fingerprint[0])
+        return collections.deque(fp[0])
+    return list(fp[0])
 
 
 def _attrs(allowed: Callable[[str], bool], name: str) -> Callable[[str], bool]:
@@ -193,7 +191,8 @@ class GlobalsChecker(Checker):
         copy of it as of the last check."""
         spaces = [p for p in self.places.values() if isinstance(p, Namespace) and p.dict is not None]
         watched = [p for p in spaces if p.last]
-        data = [p for p in self.places.values() if not isinstance(p, Sampled) and p not in spaces]
+        indexed = set(map(id, spaces))
+        data = [p for p in self.places.values() if not isinstance(p, Sampled) and id(p) not in indexed]
         big = [p for p in self.places.values() if isinstance(p, Sampled)]
         #: what is read: the number of modules, each namespace's length, the objects bound
         #: to its state names; one map of (probe, target) pairs

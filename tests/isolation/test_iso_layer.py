@@ -313,3 +313,13 @@ def test_a_light_layer_describes_the_request_only_for_a_finding(caplog):
     assert "after GET /light" in line and line.endswith(" - recycling") and recycled == ["leak"]
     assert layer.counts["quiet-leak"] == 1
     assert not IsolationLayer([checker, Recorder()]).light  # Recorder reads its info
+
+
+def test_a_light_layer_runs_every_check_after_a_finding():
+    first, second = Quiet(), Quiet()
+    first.leak = second.leak = True
+    layer = IsolationLayer([first, second], {"quiet-leak": "log"})
+    made: list[int] = []
+    layer.after_sync(lambda: made.append(1) or RequestInfo("GET", "/", None, "sync", "wsgi"))
+    assert made == [1]  # described once, for both findings
+    assert layer.counts["quiet-leak"] == 2
