@@ -13,12 +13,13 @@ A *place* is one object whose contents outlive requests:
   the tracking limit), and every bytearray: its length, and for dicts, lists and deques
   its first and last ``SAMPLE`` entries.
 
-Every place gives ``views()``: live iterables whose items, listed, form its fingerprint;
-the checker compares all fingerprints with one list comparison per request (C loops with
-an identity shortcut per item) and asks a place for its ``changes()`` only when its
-fingerprint differs. ``changes()`` names what changed, never the values (type names
-only), and moves the place's ``last`` snapshot forward: each change is reported once.
-``restore()`` puts back the state of the *baseline* (taken after the warm-up), shallowly.
+A place's ``fingerprint``: its ``views()`` (live iterables) listed, or for a ``Sampled``
+its ``sample()``. The checker's per-request comparison is cheaper still (see
+gateway/isolation/globals.py); when it sees a difference, it compares each place's
+fingerprint with the last one and asks the places that differ for their ``changes()``.
+``changes()`` names what changed, never the values (type names only), and moves the
+place's ``last`` snapshot forward: each change is reported once. ``restore()`` puts back
+the state of the *baseline* (taken after the warm-up), shallowly.
 
 Labels: ``module:NAME``, ``module:Class.attr``, ``module:NAME[key]`` (a str key by its
 repr, cut at 40 characters; any other key by its type: ``module:NAME[<int>]``).
@@ -368,9 +369,6 @@ class Sampled(Place):
         self.baseline = _ends(obj) if isinstance(obj, dict) else {}
         self.last = dict(self.baseline)
         self.seen = sample(obj)
-
-    def views(self) -> list[Iterable[Any]]:
-        return []  # compared through sample(), see GlobalsChecker
 
     def changes(self, checker: str) -> list[Finding]:
         obj, before = self.obj, self.n
