@@ -288,37 +288,10 @@ class Arbiter(Stopping):
         self._notify_watchdog()
 
     def _publish(self) -> None:
-        """Pool-wide figures for the status page (sampled every loop turn)."""
-        if self.board is None:
-            return
-        from .scoreboard import STATE_RUNNING  # only with a scoreboard (mmap, struct)
-        from .sockdiag import listen_queue
+        if self.board is not None:
+            from .pool_figures import publish  # only with a scoreboard (mmap, struct)
 
-        active = sum(1 for s in self.board.read() if s.state == STATE_RUNNING)
-        head = self.board.header()
-        all_busy = active >= self.num_workers
-        # PHP-FPM counts the times the pool ran out of free processes: count transitions.
-        reached = head["max_children_reached"] + (1 if all_busy and not self._all_busy else 0)
-        self._all_busy = all_busy
-        self.max_active = max(self.max_active, active)
-        r = self.respawns
-        if self.findings:
-            self.board.set_findings(self.findings)
-        self.board.update(
-            max_listen_queue=max(head["max_listen_queue"], listen_queue(self.sockets)[0]),
-            ready_workers=sum(1 for w in self.workers.values() if w.ready and not w.retiring),
-            max_active=self.max_active,
-            max_children_reached=reached,
-            generation=self.generation,
-            reloads=self.reloads,
-            stale_workers=sum(1 for pid in self.stale if pid in self.workers),
-            respawn_crash=r.get("crash", 0),
-            respawn_max_requests=r.get("max-requests", 0),
-            respawn_max_memory=r.get("max-memory", 0),
-            respawn_max_lifetime=r.get("max-lifetime", 0),
-            respawn_timeout=r.get("timeout", 0),
-            respawn_leak=r.get("leak", 0),
-        )
+            publish(self, self.board)
 
     def _notify_watchdog(self) -> None:
         if self._watchdog and time.monotonic() - self._last_watchdog >= self._watchdog:
