@@ -64,7 +64,9 @@ def _parse_in_child() -> Config:
 def main() -> None:
     from .exits import run_server  # before the fork: the child does not import it again
     from .log import configure
+    from .upgrade import remember_start
 
+    remember_start()  # SIGUSR2 runs this command again, from this directory
     config = _parse_in_child()
     configure(
         config.log_level,

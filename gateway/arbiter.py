@@ -14,14 +14,15 @@ but do not retire me yet), ``recycle <reason>``, ``boot-error <message>``.
 Every loop turn ``_reconcile`` restores the invariant: ``workers`` fresh (current
 generation, not asked to recycle) workers exist; old-generation and recycling workers are
 retired (SIGTERM, graceful) only while the ready workers left would still number at least
-``workers``. That one rule gives both the rolling reload (HUP/USR2: a new generation is
+``workers``. That one rule gives both the rolling reload (HUP: a new generation is
 spawned; each new worker that becomes ready lets one old worker go) and recycling (the
 replacement is started and ready before the old worker is told to stop). A new generation
 that cannot load the app is abandoned and the old one keeps serving. A reload first enters
 ``--chdir``/``--app-dir`` again from the paths as given (gateway/releases.py: a flipped
 ``current`` symlink is followed) after reading ``--config`` again (gateway/reload_config.py:
 a file refused keeps the running configuration and generation); each worker stops by
-itself if the master dies (gateway/orphans.py).
+itself if the master dies (gateway/orphans.py). USR2 (upgrade in place: a new master
+process, the old one retiring once it serves) is gateway/upgrade.py's.
 
 Crashes are replaced with exponential backoff; more than ``CRASH_LIMIT`` crashes within
 ``CRASH_WINDOW`` seconds, or a boot failure of the very first generation, stops the master
@@ -42,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from . import orphans, speedups, systemd
+from . import orphans, speedups, systemd, upgrade
 from .child_exit import describe_exit, lifespan_error
 from .config import Config
 from .errors import AppLoadError, HaltServer
@@ -134,6 +135,7 @@ class Arbiter(Stopping):
         self.stale: dict[int, str] = {}
         self.findings: dict[str, int] = {}
         self.watcher: SourceWatcher | None = None
+        self.upgrader = upgrade.Upgrader(self)  # SIGUSR2
         if config.reload:
             from .codewatch import SourceWatcher
 
@@ -272,6 +274,7 @@ class Arbiter(Stopping):
             handler = getattr(self, "handle_" + signal.Signals(sig).name.lower(), None)
             if handler is not None:
                 handler()
+        self.upgrader.poll()
         self._reap()
         self._delay_over(time.monotonic())
         if self.stopping:
@@ -350,6 +353,7 @@ class Arbiter(Stopping):
         if not self.booted and ready >= self.num_workers:
             self.booted = True
             logger.info("%d worker(s) ready", self.num_workers)
+            self.upgrader.serving()  # a new master (SIGUSR2) takes over now
             systemd.notify("READY=1", f"STATUS=serving with {self.num_workers} worker(s)")
 
     def _on_boot_error(self, worker: Worker, message: str) -> None:
@@ -388,6 +392,7 @@ class Arbiter(Stopping):
                 self._read_messages()
             worker = self.workers.pop(pid, None)
             if worker is None:
+                self.upgrader.reaped(pid, status)  # an upgrade's new master
                 continue
             if self.board is not None:
                 self.board.release(worker.slot)
@@ -516,7 +521,8 @@ class Arbiter(Stopping):
             "RELOADING=1", systemd.monotonic_usec(), f"STATUS=reloading (generation {self.generation})"
         )
 
-    handle_sigusr2 = handle_sighup
+    def handle_sigusr2(self) -> None:
+        self.upgrader.begin()  # upgrade in place: re-execute as a new master
 
     def handle_sigusr1(self) -> None:
         reopen_files()

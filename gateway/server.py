@@ -35,6 +35,7 @@ from .loading import as_asgi3, load_app, resolve_interface
 from .log import DEFAULT_ACCESS_FORMAT, AccessLog
 from .releases import ReleaseDirs
 from .sockets import cleanup_unix_sockets, create_sockets
+from .upgrade import inherited_sockets, remove_pid_file, write_pid_file
 from .workers.base import Limits, WorkerControl
 
 if TYPE_CHECKING:
@@ -174,7 +175,7 @@ def run(config: Config) -> None:
     if not config.preload:
         preimport_workers(config, kinds, bridge=config.interface == "wsgi")
         gc.collect()  # garbage left now would be kept for good by the arbiter's gc.freeze
-    sockets = create_sockets(
+    sockets = inherited_sockets("listen") or create_sockets(  # SIGUSR2: the old master's
         config.binds,
         backlog=config.backlog,
         mode=config.socket_mode,
@@ -210,7 +211,7 @@ def run(config: Config) -> None:
     if config.status_binds:
         from .status_server import StatusServer
 
-        status_socks = create_sockets(
+        status_socks = inherited_sockets("status") or create_sockets(
             config.status_binds,
             backlog=64,
             mode=config.socket_mode,
@@ -272,8 +273,7 @@ def run(config: Config) -> None:
 
     pid_file = os.path.abspath(config.pid_file) if config.pid_file else None  # a reload may chdir
     if pid_file:
-        with open(pid_file, "w") as f:
-            f.write(f"{os.getpid()}\n")
+        write_pid_file(pid_file)  # a new master (SIGUSR2) writes it once it serves
     arbiter = Arbiter(
         config, sockets, child_main, board=board, status_server=status_server, releases=releases
     )
@@ -284,5 +284,4 @@ def run(config: Config) -> None:
         for sock in sockets_to_clean:
             sock.close()
         if pid_file:
-            with contextlib.suppress(OSError):
-                os.unlink(pid_file)
+            remove_pid_file(pid_file)  # not once it names an upgrade's new master

@@ -318,3 +318,30 @@ def cleanup_unix_sockets(socks: list[socket.socket]) -> None:
                 if key in _created_unix_sockets:
                     _created_unix_sockets.discard(key)
                     os.unlink(path)
+
+
+def _socket_file(sock: socket.socket) -> tuple[str, int] | None:
+    """(path, inode) of the file a bound unix socket names now, or None."""
+    if sock.family != socket.AF_UNIX or sock.fileno() < 0:
+        return None
+    with contextlib.suppress(OSError):
+        path = sock.getsockname()
+        if path and isinstance(path, str):
+            return path, os.lstat(path).st_ino
+    return None
+
+
+def owned_socket_files(socks: list[socket.socket]) -> list[socket.socket]:
+    """Those of ``socks`` whose socket files ``cleanup_unix_sockets`` would remove."""
+    return [s for s in socks if _socket_file(s) in _created_unix_sockets]
+
+
+def set_socket_files_owned(socks: list[socket.socket], owned: bool) -> None:
+    """Make the socket files of ``socks`` this process's to remove at exit, or no longer:
+    an upgrade in place hands them to the new master (gateway/upgrade.py)."""
+    for s in socks:
+        if (key := _socket_file(s)) is not None:
+            if owned:
+                _created_unix_sockets.add(key)
+            else:
+                _created_unix_sockets.discard(key)
