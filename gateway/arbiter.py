@@ -48,11 +48,13 @@ from .child_exit import describe_exit, lifespan_error
 from .config import Config
 from .errors import AppLoadError, HaltServer
 from .log import reopen_files
+from .pool import start_count
 from .reload_config import reload_config
 from .shutdown import Stopping
 
 if TYPE_CHECKING:
     from .codewatch import SourceWatcher
+    from .pool import ProcessManager
     from .releases import ReleaseDirs
     from .scoreboard import Scoreboard
     from .status_server import StatusServer
@@ -104,6 +106,7 @@ class Arbiter(Stopping):
         board: Scoreboard | None = None,
         status_server: StatusServer | None = None,
         releases: ReleaseDirs | None = None,
+        pool: ProcessManager | None = None,
     ) -> None:
         self.releases = releases  # the generation's directories: config.app_dir is its real path
         if releases is not None:
@@ -115,7 +118,8 @@ class Arbiter(Stopping):
         self.config = config
         self.sockets = sockets
         self.child_main = child_main
-        self.num_workers = config.workers
+        self.pool = pool  # --pm dynamic or ondemand (gateway/pool.py): moves num_workers
+        self.num_workers = start_count(config)
         self.workers: dict[int, Worker] = {}
         self.generation = 1
         self.signals: list[int] = []
@@ -254,9 +258,13 @@ class Arbiter(Stopping):
     def _loop_once(self) -> None:
         try:
             status_fds = self.status_server.fds() if self.status_server is not None else []
-            readable, _, _ = select.select([self._wake_r, self._pipe_r, *status_fds], [], [], 0.25)
+            listening = self.pool.watched(self) if self.pool is not None else []  # ondemand
+            fds = [self._wake_r, self._pipe_r, *status_fds, *listening]
+            readable, _, _ = select.select(fds, [], [], 0.25)
         except InterruptedError:
-            readable = []
+            readable = listening = []
+        if listening and (waiting := [s for s in listening if s in readable]):
+            self.pool.connection_waiting(self, waiting)  # type: ignore[union-attr]
         if self._wake_r in readable:
             try:
                 os.read(self._wake_r, 4096)
@@ -264,7 +272,7 @@ class Arbiter(Stopping):
                 pass
         if self.status_server is not None:
             for fd in readable:
-                if fd != self._wake_r and fd != self._pipe_r:
+                if fd in status_fds:
                     self.status_server.handle(fd)
             self.status_server.sweep()
         if self._pipe_r in readable:
@@ -440,6 +448,8 @@ class Arbiter(Stopping):
     # -- the invariant -----------------------------------------------------------------
 
     def _reconcile(self) -> None:
+        if self.pool is not None:
+            self.pool.turn(self, time.monotonic())
         gen = self.generation
         live = [w for w in self.workers.values() if not w.retiring]
         fresh = [w for w in live if w.generation == gen and w.recycle is None and w.replace_soon is None]
@@ -510,10 +520,13 @@ class Arbiter(Stopping):
                 return
             if config.workers != self.config.workers:  # else a TTIN/TTOU count is kept
                 self.num_workers = config.workers
+            if self.pool is not None:
+                self.pool.configure(config)
             self.config = config
         if self.releases is not None and self.releases.follow():
             self.config = replace(self.config, app_dir=self.releases.current.app_dir)
         self.generation += 1
+        self.num_workers = max(self.num_workers, 1)  # ondemand: one proves the new code loads
         self.reloads += 1
         self._reloading = True
         logger.info("reloading: starting generation %d", self.generation)
@@ -530,10 +543,14 @@ class Arbiter(Stopping):
             self._signal(w, signal.SIGUSR1)
 
     def handle_sigttin(self) -> None:
+        if self.pool is not None:  # the adaptive modes: the ceiling (--max-workers) moves
+            return self.pool.ttin()
         self.num_workers += 1
         logger.info("workers: %d", self.num_workers)
 
     def handle_sigttou(self) -> None:
+        if self.pool is not None:
+            return self.pool.ttou(self)
         if self.num_workers > 1:
             self.num_workers -= 1
             logger.info("workers: %d", self.num_workers)

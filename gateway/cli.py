@@ -34,6 +34,7 @@ from .config import (
     INTERFACES,
     LIFESPAN_MODES,
     LOOPS,
+    PM_MODES,
     WORKER_KINDS,
     Config,
     format_duration,
@@ -151,6 +152,21 @@ SERVE_OPTIONS: tuple[Opt, ...] = (
     _o("-w", "--workers", field="workers", type=_Workers(), default_env="WEB_CONCURRENCY",
        help="Worker processes, or auto: one per usable CPU (CPU affinity and cgroup quota, not the "
             "host's cores). WEB_CONCURRENCY, when set, replaces the default."),
+    _o("--pm", field="pm", type=click.Choice(PM_MODES),
+       help="Process manager: static (--workers workers), dynamic (grow and shrink between the spare "
+            "bounds, up to --max-workers) or ondemand (start workers as connections wait, retire them "
+            "after --process-idle-timeout), as PHP-FPM's pm."),
+    _o("--max-workers", field="max_workers", type=click.IntRange(0, 256),
+       help="dynamic/ondemand: the most workers (PHP-FPM's pm.max_children; 0: twice the usable CPUs, "
+            "at least --workers and --max-spare-workers)."),
+    _o("--min-spare-workers", field="min_spare_workers", type=click.IntRange(1, 256),
+       help="dynamic: start workers when fewer are idle."),
+    _o("--max-spare-workers", field="max_spare_workers", type=click.IntRange(1, 256),
+       help="dynamic: retire idle workers above this many, one a second."),
+    _o("--process-idle-timeout", field="process_idle_timeout_s", type=DURATION,
+       help="ondemand: retire a worker idle this long."),
+    _o("--max-spawn-rate", field="max_spawn_rate", type=click.IntRange(1, 256),
+       help="dynamic/ondemand: the most workers started in one second (the rate doubles from 1)."),
     _o("--preload", field="preload", is_flag=True,
        help="Load the app in the master before forking (shares memory; reloads keep the old code)."),
     _o("--reload", field="reload", is_flag=True,

@@ -85,6 +85,7 @@ INTERFACES = ("auto", "asgi", "wsgi")
 WORKER_KINDS = ("auto", "async", "sync")
 LIFESPAN_MODES = ("auto", "on", "off")
 LOOPS = ("auto", "asyncio", "uvloop")
+PM_MODES = ("static", "dynamic", "ondemand")
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,13 @@ class Config:
     #: SIGTERM: keep serving this long (ping answers 503) before the drain (gateway/shutdown.py)
     shutdown_delay_s: float = 0.0
     workers: int = 1
+    #: the process manager (gateway/pool.py): static, dynamic or ondemand
+    pm: str = "static"
+    max_workers: int = 0  # 0: twice the usable CPUs (pool.default_max_workers)
+    min_spare_workers: int = 1
+    max_spare_workers: int = 3
+    process_idle_timeout_s: float = 10.0
+    max_spawn_rate: int = 32
     preload: bool = False
     max_requests: int = 0
     max_requests_jitter: int = 0
@@ -176,6 +184,12 @@ class Config:
             raise ConfigError("workers, threads and bridge threads must be at least 1")
         if not 0 <= self.trace_memory_frames <= 65535:  # tracemalloc's range (0 = off)
             raise ConfigError(f"trace memory takes 0 to 65535 frames, not {self.trace_memory_frames}")
+        if self.pm not in PM_MODES:
+            raise ConfigError(f"pm must be one of {', '.join(PM_MODES)}, not {self.pm!r}")
+        if self.max_workers < 0 or self.min_spare_workers < 1 or self.max_spare_workers < 1:
+            raise ConfigError("max workers must be at least 0 (auto), and spare workers at least 1")
+        if self.max_spawn_rate < 1 or self.process_idle_timeout_s <= 0:
+            raise ConfigError("the spawn rate must be at least 1 and the idle timeout above 0")
         # A world-writable socket lets any local user talk to the app as the web server.
         if self.socket_mode & 0o002 and not self.extra.get("allow_world_writable_socket"):
             raise ConfigError(f"socket mode {self.socket_mode:#o} is world-writable; refusing")

@@ -51,7 +51,52 @@ def conflicts(config: Config) -> list[str]:
         out.append("--slow-log needs --slow-request-timeout (nothing is written to it otherwise)")
     if not _default(c, "ping_response") and not (c.ping_path or c.status_binds):
         out.append("--ping-response needs --ping-path or --status-bind (no ping page answers otherwise)")
+    out += _pm_conflicts(c)
     return out
+
+
+def _pm_conflicts(c: Config) -> list[str]:
+    """The process manager's options (gateway/pool.py)."""
+    out: list[str] = []
+    if c.pm == "static":
+        for name, option in _PM_OPTIONS:
+            if not _default(c, name):
+                out.append(f"{option} needs --pm dynamic or ondemand (--pm static keeps --workers workers)")
+        return out
+    if c.pm == "ondemand":
+        if not _default(c, "workers"):
+            out.append(
+                "--workers (or WEB_CONCURRENCY) is the start count of --pm static or dynamic; --pm ondemand "
+                "starts workers as connections come, up to --max-workers"
+            )
+        for name, option in _PM_OPTIONS[1:3]:
+            if not _default(c, name):
+                out.append(f"{option} bounds the idle workers of --pm dynamic, not used with --pm ondemand")
+    elif not _default(c, "process_idle_timeout_s"):
+        out.append("--process-idle-timeout retires idle workers in --pm ondemand, not used with --pm dynamic")
+    if c.min_spare_workers > c.max_spare_workers and c.pm == "dynamic":
+        out.append(
+            f"--min-spare-workers {c.min_spare_workers} is above --max-spare-workers {c.max_spare_workers}"
+        )
+    if c.max_workers:
+        if c.pm == "dynamic" and c.workers > c.max_workers:
+            out.append(f"--workers {c.workers} (the start count) is above --max-workers {c.max_workers}")
+        if c.pm == "dynamic" and c.max_spare_workers > c.max_workers and not _default(c, "max_spare_workers"):
+            out.append(
+                f"--max-spare-workers {c.max_spare_workers} is above --max-workers {c.max_workers} "
+                "(the pool could never keep that many idle)"
+            )
+    return out
+
+
+#: (Config field, option) of the options only the adaptive modes use
+_PM_OPTIONS = (
+    ("max_workers", "--max-workers"),
+    ("min_spare_workers", "--min-spare-workers"),
+    ("max_spare_workers", "--max-spare-workers"),
+    ("process_idle_timeout_s", "--process-idle-timeout"),
+    ("max_spawn_rate", "--max-spawn-rate"),
+)
 
 
 def check_combinations(config: Config) -> None:

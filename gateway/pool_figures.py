@@ -22,9 +22,12 @@ def publish(arbiter: Arbiter, board: Scoreboard) -> None:
     active = sum(1 for s in board.read() if s.state == STATE_RUNNING)
     head = board.header()
     all_busy = active >= arbiter.num_workers
-    # PHP-FPM counts the times the pool ran out of free processes: count transitions.
+    # PHP-FPM counts the times the pool ran out of free processes: count transitions (the
+    # adaptive modes count when the pool needed a worker above --max-workers, gateway/pool.py).
     reached = head["max_children_reached"] + (1 if all_busy and not arbiter._all_busy else 0)
     arbiter._all_busy = all_busy
+    if arbiter.pool is not None:
+        reached = arbiter.pool.reached
     arbiter.max_active = max(arbiter.max_active, active)
     r = arbiter.respawns
     if arbiter.findings:
@@ -35,6 +38,8 @@ def publish(arbiter: Arbiter, board: Scoreboard) -> None:
         max_active=arbiter.max_active,
         max_children_reached=reached,
         generation=arbiter.generation,
+        workers_wanted=arbiter.num_workers,
+        max_workers=arbiter.pool.max_workers if arbiter.pool is not None else 0,
         reloads=arbiter.reloads,
         stale_workers=sum(1 for pid in arbiter.stale if pid in arbiter.workers),
         respawn_crash=r.get("crash", 0),

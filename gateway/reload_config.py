@@ -58,6 +58,8 @@ RELOADABLE = frozenset(
         "keepalive_timeout_s", "allowed_clients", "forward_stderr", "access_log_format",
         "isolation_checkers", "isolation_user_checkers", "isolation_policies",
         "isolation_default_policy", "max_queue_time_s",
+        "max_workers", "min_spare_workers", "max_spare_workers", "process_idle_timeout_s",
+        "max_spawn_rate",
     }
 )  # fmt: skip
 
@@ -75,6 +77,7 @@ RESTART = {
         ("status_path", "ping_path", "ping_response", "pool_name"), "the status pages are set up at start"
     ),
     **dict.fromkeys(("reload", "reload_dirs", "reload_backend"), "the source watcher is set up at start"),
+    "pm": "the process manager (and the scoreboard it reads) is chosen at start",
     "preload": "the app is loaded (or not) in the master at start",
     "pid_file": "the pid file is written at start",
 }

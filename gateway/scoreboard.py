@@ -55,6 +55,8 @@ HEADER_FIELDS = (
     "draining",  # 1 from the moment the master begins to stop: ping answers 503
     "ready_workers",  # ready workers not being retired (the master's ping: 503 at 0)
     "shed_retired",
+    "workers_wanted",  # the arbiter's wanted count (TTIN/TTOU, the process manager move it)
+    "max_workers",  # --pm dynamic/ondemand: the ceiling (0 in static)
 )
 _HEADER = struct.Struct("=d" + "Q" * len(HEADER_FIELDS))
 _FINDING = struct.Struct("=32sQ")
@@ -200,6 +202,19 @@ class Scoreboard:
     def in_flight(self, index: int) -> int:
         """Requests running on slot ``index`` (several at once on the async worker)."""
         return struct.unpack_from("=q", self.mem, self.hist_off(index))[0]
+
+    def idle_since(self, index: int) -> float | None:
+        """When slot ``index``'s worker last became idle (its start, before any request;
+        ``time.time()`` clock), or None while it serves a request (the process manager's
+        spare and idle counts, gateway/pool.py)."""
+        off = self._off(index)
+        if not 0 <= index < self.slots or self.mem[off + _OFF_STATE] != STATE_IDLE:
+            return None
+        started = struct.unpack_from("=d", self.mem, off + _OFF["started"])[0]
+        if not struct.unpack_from("=Q", self.mem, off + _OFF_REQUESTS)[0]:
+            return float(started)
+        req_start, duration = struct.unpack_from("=dd", self.mem, off + _OFF_REQ_START)
+        return float(max(started, req_start + duration))
 
     def histograms(self) -> Histograms:
         """The pool's histograms: the retired workers' plus every live worker's."""

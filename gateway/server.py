@@ -192,11 +192,14 @@ def run(config: Config) -> None:
 
     board: Scoreboard | None = None
     pages = None
-    if config.status_path or config.ping_path or config.status_binds:
+    if config.pm != "static" or config.status_path or config.ping_path or config.status_binds:
         from .scoreboard import Scoreboard
-        from .status import StatusPages
 
-        board = Scoreboard()  # with a ping page only, just for the master's flags (draining)
+        # with a ping page only, just for the master's flags (draining); the adaptive process
+        # managers read the workers' idle times in it (gateway/pool.py)
+        board = Scoreboard()
+    if config.status_path or config.ping_path or config.status_binds:
+        from .status import StatusPages
 
         pages = StatusPages(
             board,
@@ -205,7 +208,7 @@ def run(config: Config) -> None:
             ping_response=config.ping_response,
             pool=config.pool_name,
             sockets=sockets,
-            workers_wanted=config.workers,
+            process_manager=config.pm,
         )
     status_server = None
     if config.status_binds:
@@ -238,7 +241,8 @@ def run(config: Config) -> None:
         if preloaded is None:
             logger.info("application %s loaded (%s, %s worker)", config.app, interface, kind)
         worker_slot = None
-        if board is not None and slot >= 0 and (config.status_path or config.status_binds):
+        slots_read = config.status_path or config.status_binds or config.pm != "static"
+        if board is not None and slot >= 0 and slots_read:
             from .scoreboard import WorkerSlot
 
             worker_slot = WorkerSlot(board, slot)
@@ -275,7 +279,7 @@ def run(config: Config) -> None:
     if pid_file:
         write_pid_file(pid_file)  # a new master (SIGUSR2) writes it once it serves
     arbiter = Arbiter(
-        config, sockets, child_main, board=board, status_server=status_server, releases=releases
+        config, sockets, child_main, board=board, status_server=status_server, releases=releases, pool=pool
     )
     try:
         arbiter.run()
@@ -284,4 +288,12 @@ def run(config: Config) -> None:
         for sock in sockets_to_clean:
             sock.close()
         if pid_file:
+    pool = None
+    if config.pm != "static":
+        from .cpus import cpu_budget
+        from .pool import ProcessManager, default_max_workers
+
+        most = config.max_workers or default_max_workers(config, cpu_budget().usable)
+        pool = ProcessManager(config, board, most)  # type: ignore[arg-type]
+        logger.info("process manager: %s, at most %d worker(s)", config.pm, most)
             remove_pid_file(pid_file)  # not once it names an upgrade's new master

@@ -28,7 +28,7 @@ _TIME_FMT = "%d/%b/%Y:%H:%M:%S %z"
 
 
 def snapshot(
-    board: Scoreboard, pool: str, sockets: list[socket.socket], workers_wanted: int
+    board: Scoreboard, pool: str, sockets: list[socket.socket], process_manager: str = "static"
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The pool summary and the per-worker rows, read from the scoreboard."""
     now = time.time()
@@ -38,7 +38,7 @@ def snapshot(
     queued, qlen = listen_queue(sockets)  # now; the master samples the maximum
     summary: dict[str, Any] = {
         "pool": pool,
-        "process manager": "static",
+        "process manager": process_manager,
         "start time": int(board.start_time),
         "start since": int(now - board.start_time),
         "accepted conn": head["accepted_retired"] + sum(s.accepted for s in slots),
@@ -56,7 +56,8 @@ def snapshot(
         "shed requests": head["shed_retired"] + sum(s.shed for s in slots),
         "in flight requests": sum(s.in_flight for s in slots),
         "busy ratio": _ratio(sum(s.in_flight for s in slots), sum(s.capacity for s in slots)),
-        "workers wanted": workers_wanted,
+        "workers wanted": head["workers_wanted"],
+        "max workers": head["max_workers"] or head["workers_wanted"],
         "generation": head["generation"],
         "reloads": head["reloads"],
         "stale workers": head["stale_workers"],
@@ -246,7 +247,7 @@ class StatusPages:
         ping_response: str = "pong",
         pool: str = "www",
         sockets: list[socket.socket] | None = None,
-        workers_wanted: int = 1,
+        process_manager: str = "static",
     ) -> None:
         self.board = board
         self.status_path = status_path
@@ -254,7 +255,7 @@ class StatusPages:
         self.ping_response = ping_response.encode()
         self.pool = pool
         self.sockets = sockets or []
-        self.workers_wanted = workers_wanted
+        self.process_manager = process_manager
         self.paths = {p for p in (status_path, ping_path) if p}
 
     def answer(self, params: list[tuple[bytes, bytes]], *, master: bool = False) -> bytes | None:
@@ -301,7 +302,7 @@ class StatusPages:
             return self._ping(master)
         if self.board is None:
             return cgi_response(_UNAVAILABLE, "text/plain", b"status unavailable\n")
-        summary, rows = snapshot(self.board, self.pool, self.sockets, self.workers_wanted)
+        summary, rows = snapshot(self.board, self.pool, self.sockets, self.process_manager)
         ctype, body = render_status(summary, rows, query_string or uri_query, self.board.histograms)
         return cgi_response("200 OK", ctype, body)
 

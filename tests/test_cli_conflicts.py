@@ -34,7 +34,21 @@ CASES = [
     (("--reload-backend", "polling"), ("--reload-backend", "--reload")),
     (("--slow-log", "/tmp/slow.log"), ("--slow-log", "--slow-request-timeout")),
     (("--ping-response", "ok"), ("--ping-response", "--ping-path")),
-]
+    # the process manager (gateway/pool.py)
+    (("--max-workers", "4"), ("--max-workers", "--pm")),
+    (("--min-spare-workers", "2"), ("--min-spare-workers", "--pm")),
+    (("--max-spare-workers", "2"), ("--max-spare-workers", "--pm")),
+    (("--process-idle-timeout", "5s"), ("--process-idle-timeout", "--pm")),
+    (("--max-spawn-rate", "4"), ("--max-spawn-rate", "--pm")),
+    (("--pm", "dynamic", "--min-spare-workers", "4", "--max-spare-workers", "2"),
+     ("--min-spare-workers 4", "--max-spare-workers 2")),
+    (("--pm", "dynamic", "-w", "6", "--max-workers", "4"), ("--workers 6", "--max-workers 4")),
+    (("--pm", "dynamic", "--max-spare-workers", "6", "--max-workers", "4"),
+     ("--max-spare-workers 6", "--max-workers 4")),
+    (("--pm", "ondemand", "-w", "4"), ("--workers", "--pm ondemand")),
+    (("--pm", "ondemand", "--min-spare-workers", "2"), ("--min-spare-workers", "--pm ondemand")),
+    (("--pm", "dynamic", "--process-idle-timeout", "5s"), ("--process-idle-timeout", "--pm dynamic")),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("args", "names"), CASES)
@@ -57,6 +71,10 @@ def test_each_impossible_combination_names_both_options(args, names):
         ("--ping-path", "/ping", "--ping-response", "ok"),
         ("--status-bind", "127.0.0.1:9001", "--ping-response", "ok"),
         ("--threads", "4",),  # worker auto: the sync worker for a WSGI app
+        ("--pm", "dynamic", "-w", "2", "--max-workers", "8", "--min-spare-workers", "2",
+         "--max-spare-workers", "4", "--max-spawn-rate", "8"),
+        ("--pm", "dynamic", "--max-workers", "2"),  # the default spare bound (3) is clamped
+        ("--pm", "ondemand", "--max-workers", "8", "--process-idle-timeout", "30s", "--preload"),
     ],
 )  # fmt: skip
 def test_the_working_combinations_pass(args):

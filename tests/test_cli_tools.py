@@ -407,3 +407,37 @@ def test_the_start_up_log_says_once_whether_the_speedups_are_on(gateway_factory,
         gw.wait_for_log(r"worker\(s\) ready")
         lines = [line for line in gw.log_text().splitlines() if "speedups:" in line]
         assert len(lines) == 1 and lines[0].endswith(f"speedups: {expected}"), lines
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ((), "static, 1 worker(s)"),
+        (("--pm", "dynamic", "-w", "2", "--max-workers", "6", "--max-spare-workers", "4"),
+         "dynamic, 2 at start, 1 to 4 idle, at most 6, started up to 32 a second"),
+        (("--pm", "ondemand", "--max-workers", "5", "--process-idle-timeout", "30s", "--max-spawn-rate", "4"),
+         "ondemand, none while idle (one at start and on reload proves the app loads), at most 5, "
+         "started up to 4 a second, retired after 30s idle"),
+    ],
+)  # fmt: skip
+def test_check_prints_the_process_manager(args, expected):
+    proc = cli("check", "--app-dir", str(APPS_DIR), *args, "wsgi_app:app")
+    assert proc.returncode == 0, proc.err
+    assert _rows(proc.out)["process manager"] == expected
+
+
+def test_check_refuses_impossible_process_manager_bounds():
+    proc = cli(
+        "check",
+        "--app-dir",
+        str(APPS_DIR),
+        "--pm",
+        "dynamic",
+        "-w",
+        "5",
+        "--max-workers",
+        "4",
+        "wsgi_app:app",
+    )
+    assert proc.returncode == 2
+    assert "--workers 5 (the start count) is above --max-workers 4" in proc.err

@@ -99,7 +99,7 @@ def test_access_log_queue_ms_is_text(caplog):
 
 
 def _om(board: Scoreboard, query: str = "openmetrics") -> dict:
-    summary, rows = snapshot(board, "www", [], 2)
+    summary, rows = snapshot(board, "www", [])
     _, body = render_status(summary, rows, query, board.histograms)
     return {f.name: f for f in text_string_to_metric_families(body.decode())}
 
@@ -152,14 +152,14 @@ def test_in_flight_counts_concurrent_requests_on_one_slot():
     slot.set_capacity(4)
     for _ in range(3):
         slot.start("GET", "/sleep", 0)
-    summary, rows = snapshot(board, "www", [], 1)
+    summary, rows = snapshot(board, "www", [])
     assert summary["in flight requests"] == 3 and rows[0]["state"] == "Running"
     assert summary["busy ratio"] == rows[0]["busy ratio"] == 0.75
     slot.finish(200)
     slot.finish(200)
     assert board.read()[0].in_flight == 1 and board.read()[0].state == 2  # still running
     slot.finish(200)
-    summary, rows = snapshot(board, "www", [], 1)
+    summary, rows = snapshot(board, "www", [])
     assert summary["in flight requests"] == 0 and rows[0]["state"] == "Idle"
     fams = _om(board, "openmetrics&full")
     assert fams["fcgi_gateway_in_flight_requests"].type == "gauge"
