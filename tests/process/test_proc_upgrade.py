@@ -256,3 +256,46 @@ def test_type_notify_new_master_sends_mainpid_and_ready(spawn, app_module, sock_
         print("sd_notify:", notify.messages)
     finally:
         notify.close()
+
+
+def test_the_new_master_runs_what_is_installed_at_the_interpreter_path_now(
+    spawn, app_module, sock_dir, tmp_path
+):
+    """A rebuilt virtualenv or a new Python at the same path: here the interpreter path the
+    gateway was started with becomes a script that marks its environment."""
+    real = os.path.realpath(sys.executable)
+    python = tmp_path / "bin" / "python"
+    python.parent.mkdir()
+    python.symlink_to(real)
+    app_dir = app_module(
+        "interpreter_app",
+        PARENT_APP.replace(
+            'f"{os.getppid()} {os.getpid()}"', "f\"{os.getppid()} {os.environ.get('INTERPRETER', 'first')}\""
+        ),
+    )
+    address = f"unix:{sock_dir}/gw.sock"
+    cmd = [
+        str(python),
+        "-m",
+        "gateway",
+        "--bind",
+        address,
+        "-w",
+        "1",
+        "--app-dir",
+        str(app_dir),
+        "interpreter_app:app",
+    ]
+    gw = spawn(cmd, cwd=str(tmp_path), stdin=subprocess.DEVNULL)
+    assert wait_until(lambda: "1 worker(s) ready" in gw.log_text(), timeout=15), gw.log_text()
+    with FastCGIClient(address) as client:
+        assert client.request("GET", "/").body == f"{gw.pid} first".encode()
+    replacement = python.with_name("python.new")
+    replacement.write_text(f'#!/bin/sh\nINTERPRETER=second exec {real} "$@"\n')
+    replacement.chmod(0o755)
+    os.replace(replacement, python)
+    os.kill(gw.pid, signal.SIGUSR2)
+    assert gw.proc.wait(timeout=30) == 0, gw.log_text()[-3000:]
+    with FastCGIClient(address) as client:
+        master, interpreter = client.request("GET", "/").body.decode().split()
+    assert interpreter == "second" and int(master) != gw.pid
