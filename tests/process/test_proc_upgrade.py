@@ -299,3 +299,18 @@ def test_the_new_master_runs_what_is_installed_at_the_interpreter_path_now(
     with FastCGIClient(address) as client:
         master, interpreter = client.request("GET", "/").body.decode().split()
     assert interpreter == "second" and int(master) != gw.pid
+
+
+def test_a_stop_during_an_upgrade_stops_the_new_master_too(gateway_factory, app_module):
+    gate = app_module("gated_app", GATED_APP) / "gate"
+    gate.touch()
+    gw = gateway_factory("gated_app:app", "-w", "1", "--app-dir", str(gate.parent))
+    gw.wait_for_log(r"1 worker\(s\) ready")
+    gate.unlink()  # the new master's worker waits at import: it never becomes ready
+    gw.send_signal(signal.SIGUSR2)
+    new = int(gw.wait_for_log(r"upgrade: started new master (\d+)").group(1))
+    gw.send_signal(signal.SIGTERM)
+    gw.wait_for_log(rf"upgrade abandoned \(this master is stopping\): stopping new master {new}")
+    assert gw.wait(timeout=30) == 0
+    assert wait_until(lambda: not alive(new), timeout=30), gw.log_text()[-3000:]
+    assert not os.path.exists(gw.socket_path)  # the old master still owned it: removed
