@@ -197,3 +197,19 @@ def test_ttin_ttou_move_the_ceiling(served):
     gw.send_signal(signal.SIGTTOU)  # one at a time: a signal pending twice is delivered once
     gw.wait_for_log(r"--max-workers: 2")
     wait_until(lambda: status(s)["max workers"] == 2, 5, "max workers 2 on the status page", gw.log_text)
+
+
+def test_ondemand_with_an_app_that_cannot_load_exits_4(gateway_factory):
+    """The worker started with the first generation proves the app loads: a broken app is
+    a boot failure at start (exit 4), not a failing first request later."""
+    gw = gateway_factory("broken_importerror_app:app", "--pm", "ondemand", wait=False)
+    assert gw.wait(timeout=30) == 4
+    assert "cannot load the application" in gw.log_text()
+
+
+def test_status_openmetrics_reports_the_pool_bounds(served):
+    s = served("wsgi_app:app", "--pm", "ondemand", "--max-workers", "3", "--status-path", "/status")
+    text = s.get("/status?openmetrics").text
+    assert 'fcgi_gateway_max_workers{pool="www"} 3' in text
+    assert re.search(r'fcgi_gateway_workers_wanted\{pool="www"\} [01]\n', text)
+    assert "fcgi_gateway_max_children_reached_total" in text
