@@ -129,8 +129,8 @@ class ProcessManager:
         idle: list[tuple[float, Worker]] = []
         starting = 0
         for w in counted:
-            if w.generation != arbiter.generation or w.recycle is not None:
-                continue
+            if w.generation != arbiter.generation or w.recycle is not None or w.replace_soon is not None:
+                continue  # being replaced already: not the manager's to count or retire
             if not w.ready:
                 starting += 1
             elif (since := self.board.idle_since(w.slot)) is not None:

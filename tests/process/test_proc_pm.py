@@ -213,3 +213,21 @@ def test_status_openmetrics_reports_the_pool_bounds(served):
     assert 'fcgi_gateway_max_workers{pool="www"} 3' in text
     assert re.search(r'fcgi_gateway_workers_wanted\{pool="www"\} [01]\n', text)
     assert "fcgi_gateway_max_children_reached_total" in text
+
+
+@pytest.mark.slow
+def test_dynamic_recycles_under_wrk(served, wrk):
+    """--max-requests in dynamic: each recycled worker is replaced one for one; nothing fails."""
+    s = served(
+        "wsgi_app:app",
+        "--pm", "dynamic", "-w", "2", "--max-workers", "4",
+        "--max-requests", "40", "--max-requests-jitter", "10",
+    )  # fmt: skip
+    gw = s.gateway
+    result = wrk(s.url + "/pid", duration=5, connections=4, threads=1).result()
+    log = gw.log_text()
+    print(result.summary())
+    assert result.errors == 0, result.summary()
+    assert result.ok == result.requests > 0, result.summary()
+    assert len(re.findall(r"asks to be recycled \(max-requests\)", log)) >= 5
+    assert "[ERROR]" not in log
