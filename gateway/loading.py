@@ -34,6 +34,17 @@ def import_from_string(spec: str) -> Any:
     module_name, sep, attrs = spec.partition(":")
     if not sep or not module_name or not attrs:
         raise AppLoadError(f"application must be given as 'module:attribute', got {spec!r}")
+    obj: Any = import_module(module_name)
+    for attr in attrs.split("."):
+        try:
+            obj = getattr(obj, attr)
+        except AttributeError:
+            raise AppLoadError(f"attribute {attrs!r} not found in module {module_name!r}") from None
+    return obj
+
+
+def import_module(module_name: str) -> Any:
+    """The module, or AppLoadError telling a missing module from an error raised inside it."""
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -46,21 +57,20 @@ def import_from_string(spec: str) -> Any:
         raise AppLoadError(f"error while importing {module_name!r}: {type(exc).__name__}: {exc}") from exc
     except Exception as exc:
         raise AppLoadError(f"error while importing {module_name!r}: {type(exc).__name__}: {exc}") from exc
-    obj: Any = module
-    for attr in attrs.split("."):
-        try:
-            obj = getattr(obj, attr)
-        except AttributeError:
-            raise AppLoadError(f"attribute {attrs!r} not found in module {module_name!r}") from None
-    return obj
+    return module
+
+
+def add_app_dir(app_dir: str) -> None:
+    """Put ``--app-dir`` (absolute) first on ``sys.path``, unless it is there already."""
+    path = os.path.abspath(app_dir)
+    if path not in sys.path:
+        sys.path.insert(0, path)
 
 
 def load_app(spec: str, *, factory: bool = False, app_dir: str | None = ".") -> Any:
     """Import the application object (calling it first when ``factory`` is set)."""
     if app_dir is not None:
-        path = os.path.abspath(app_dir)
-        if path not in sys.path:
-            sys.path.insert(0, path)
+        add_app_dir(app_dir)
     app = import_from_string(spec)
     if factory:
         if not callable(app):
