@@ -54,6 +54,7 @@ from .shutdown import Stopping
 
 if TYPE_CHECKING:
     from .codewatch import SourceWatcher
+    from .hooks import Hooks
     from .pool import ProcessManager
     from .releases import ReleaseDirs
     from .scoreboard import Scoreboard
@@ -93,6 +94,11 @@ class Worker:
     retire_deadline: float = 0.0
 
 
+class NoHooks:
+    def call(self, name: str, master: Any, worker: Any = None, exit_code: int | None = None) -> None:
+        """No --hooks: nothing to call (gateway/hooks.py is not imported)."""
+
+
 class Arbiter(Stopping):
     """Prefork master. ``child_main(control_fd, slot)`` runs in each forked worker (``slot``:
     its scoreboard index, -1 without a scoreboard). How it stops (SIGTERM, SIGQUIT, SIGINT;
@@ -113,6 +119,7 @@ class Arbiter(Stopping):
             config = replace(config, app_dir=releases.current.app_dir)
         self.board = board
         self.status_server = status_server
+        self.hooks: Hooks | NoHooks = NoHooks()  # with --hooks, server.py sets gateway/hooks.py's
         self.max_active = 0
         self._all_busy = False
         self.config = config
@@ -178,6 +185,7 @@ class Arbiter(Stopping):
             raise
         if pid == 0:  # child
             status = 1
+            me = Worker(os.getpid(), self.generation, slot=slot)
             try:
                 signal.set_wakeup_fd(-1)
                 for sig in HANDLED:
@@ -193,6 +201,7 @@ class Arbiter(Stopping):
                 if self.releases is not None:
                     self.releases.pin_worker()
                 orphans.watch_master(self.pid, self.config.graceful_timeout_s)
+                self.hooks.call("post_fork", self, me)
                 self.child_main(self._pipe_w, slot)
                 status = 0
             except (AppLoadError, lifespan_error()) as exc:
@@ -210,6 +219,7 @@ class Arbiter(Stopping):
                 logger.exception("worker %d failed", os.getpid())
                 status = 1
             finally:
+                self.hooks.call("worker_exit", self, me, exit_code=status)
                 logging.shutdown()
                 os._exit(status)
         gc.unfreeze()
@@ -364,6 +374,7 @@ class Arbiter(Stopping):
             logger.info("%d worker(s) ready", self.num_workers)
             self.upgrader.serving()  # a new master (SIGUSR2) takes over now
             systemd.notify("READY=1", f"STATUS=serving with {self.num_workers} worker(s)")
+            self.hooks.call("when_ready", self)
 
     def _on_boot_error(self, worker: Worker, message: str) -> None:
         logger.error("worker %d cannot load the application: %s", worker.pid, message)
@@ -406,6 +417,7 @@ class Arbiter(Stopping):
             if self.board is not None:
                 self.board.release(worker.slot)
             code = os.waitstatus_to_exitcode(status)
+            self.hooks.call("child_exit", self, worker, exit_code=code)
             if worker.retiring or self.stopping:
                 logger.info("worker %d exited (%s)", pid, describe_exit(code))
             elif code == WORKER_BOOT_ERROR:
@@ -500,13 +512,14 @@ class Arbiter(Stopping):
             deadline = time.monotonic() + 5
             while self.workers and time.monotonic() < deadline:
                 try:
-                    pid, _ = os.waitpid(-1, 0)
+                    pid, status = os.waitpid(-1, 0)
                 except ChildProcessError:
                     self.workers.clear()
                     break
                 except InterruptedError:
                     continue
-                self.workers.pop(pid, None)
+                if (gone := self.workers.pop(pid, None)) is not None:
+                    self.hooks.call("child_exit", self, gone, exit_code=os.waitstatus_to_exitcode(status))
 
     # -- signal handlers (called from the loop) ------------------------------------------
 
@@ -531,6 +544,7 @@ class Arbiter(Stopping):
         self.reloads += 1
         self._reloading = True
         logger.info("reloading: starting generation %d", self.generation)
+        self.hooks.call("on_reload", self)
         systemd.notify(
             "RELOADING=1", systemd.monotonic_usec(), f"STATUS=reloading (generation {self.generation})"
         )

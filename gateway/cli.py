@@ -257,6 +257,9 @@ SERVE_OPTIONS: tuple[Opt, ...] = (
     # process and logging
     _o("--pid", field="pid_file", type=click.Path(dir_okay=False),
        help="Write the master's pid to this file."),
+    _o("--hooks", field="hooks",
+       help="Lifecycle hooks: a module (or .py file) defining on_starting, when_ready, post_fork, "
+            "post_worker_init, worker_exit, child_exit, on_reload or on_exit (docs/hooks.md)."),
     _o("--error-log", field="error_log",
        help="Error log file (default: stderr; - for stdout)."),
     _o("--access-log", field="access_log",

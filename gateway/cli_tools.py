@@ -7,7 +7,8 @@
   ``cgi-fcgi``: the body on stdout, FCGI_STDERR on stderr.
 - ``check APP [serve options]``: loads the config and the app in this process, without
   binding or serving, and prints what ``serve`` would run (speedups included: on, or off
-  and why, see ``gateway.speedups``).
+  and why, see ``gateway.speedups``; the ``--hooks`` module imported and checked, no hook
+  called).
 
 These commands are registered on ``gateway.cli.main`` (cli.py imports this module last)
 and are part of the CLI: they use its option table (``SERVE_OPTIONS``), its
@@ -392,6 +393,10 @@ def check(app: str | None, grace_period: float | None, **values: Any) -> None:
             os.chdir(config.chdir)
         _, interface, kind = prepare_app(config)
         rows = describe_config(config, interface, kind, _workers_from(values))
+        if config.hooks:  # imported and checked as serve does (gateway/hooks.py), never called
+            from .hooks import load_hooks
+
+            rows.append(("hooks", load_hooks(config.hooks, config.app_dir).describe()))
         if config_file:
             rows.insert(0, ("config file", os.path.abspath(config_file)))
     except ConfigError as exc:

@@ -137,6 +137,8 @@ class Config:
     max_queue_time_s: float = 0.0
     slow_log: str | None = None
     pid_file: str | None = None
+    #: the lifecycle hooks module or .py file (gateway/hooks.py), imported once by the master
+    hooks: str | None = None
     status_path: str | None = None
     ping_path: str | None = None
     ping_response: str = "pong"

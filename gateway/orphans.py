@@ -14,13 +14,14 @@ for (stop accepting, serve what waits in the backlog, finish in-flight requests 
 ``--graceful-timeout``). A timer ends the process if that stop does not finish in time
 (nobody is left to SIGKILL it).
 
-Master side. A unix socket whose listeners are alive refuses a new master (exit 3, "another
+Master side. A socket whose listeners are alive refuses a new master (exit 3, "another
 server is already listening"); when those listeners are the orphaned workers of a dead
 master, a supervisor restarting the new master would loop until they exit.
 ``wait_if_orphaned`` tells them apart from a live server by who called ``listen()`` last
 (``listener_pid``: the peer credentials of a probe connection) and whether that process, or
 its parent, still runs; orphans get up to the graceful timeout to close the socket, and the
-error then names the processes that hold it (``holder_pids``, from /proc).
+error then names the processes that hold it (``holder_pids``, from /proc). A TCP port in
+use is told the same way from its holders alone (``wait_if_tcp_orphaned``).
 """
 
 from __future__ import annotations
@@ -132,9 +133,43 @@ def _listening_inodes(path: str) -> set[str] | None:
     return inodes
 
 
+def _tcp_listening_inodes(host: str, port: int) -> set[str]:
+    """Inodes of the listening TCP sockets on ``port`` (on ``host`` or a wildcard address,
+    for IPv4; any address for IPv6), from /proc/net/tcp and tcp6."""
+    try:
+        packed = socket.inet_aton(host)
+        want = {f"{int.from_bytes(packed, 'little'):08X}", "00000000"}
+    except OSError:
+        want = set()  # IPv6 or a name: the port decides
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            if len(fields) < 10 or fields[3] != "0A":  # TCP_LISTEN
+                continue
+            address, _, port_hex = fields[1].rpartition(":")
+            if int(port_hex, 16) == port and (not want or len(address) != 8 or address in want):
+                inodes.add(fields[9])
+    return inodes
+
+
 def holder_pids(path: str) -> list[int]:
     """The processes holding a listening socket bound to ``path`` (those /proc shows us)."""
-    inodes = _listening_inodes(path)
+    return _pids_holding(_listening_inodes(path))
+
+
+def tcp_holder_pids(host: str, port: int) -> list[int]:
+    """The processes holding a listening TCP socket on ``host:port`` (those /proc shows us)."""
+    return _pids_holding(_tcp_listening_inodes(host, port))
+
+
+def _pids_holding(inodes: set[str] | None) -> list[int]:
     if not inodes:
         return []
     targets = {f"socket:[{inode}]" for inode in inodes}
@@ -215,6 +250,32 @@ def wait_if_orphaned(path: str, listener: int, timeout_s: float) -> bool:
     return False
 
 
+def wait_if_tcp_orphaned(host: str, port: int, timeout_s: float) -> bool:
+    """Whether ``host:port`` (a bind refused: in use) was held by orphaned workers that have
+    released it now. There are no peer credentials to name who called ``listen()`` on a TCP
+    socket, so the holders tell: a master and its workers (one holder the parent of
+    another) are a live server. Otherwise they may be orphaned workers, which close their
+    listening sockets within a heartbeat or two of noticing (then finish their requests):
+    they get ``PROBATION_S`` to do so before the port counts as another server's."""
+    holders = tcp_holder_pids(host, port)
+    if not holders or timeout_s <= 0 or any(_parent(pid) in holders for pid in holders):
+        return False
+
+    def released(seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while _tcp_listening_inodes(host, port):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+    named = ", ".join(map(str, holders))
+    if released(min(timeout_s, PROBATION_S)):
+        logger.info("%s:%d: its listeners (orphaned workers, pids %s) stopped listening", host, port, named)
+        return True
+    return False
+
+
 def wait_for_orphans(path: str, master_pid: int, timeout_s: float) -> None:
     """Wait until the orphaned workers of dead ``master_pid`` release ``path`` (BindError,
     naming them, when they still hold it after ``timeout_s``)."""
@@ -245,7 +306,9 @@ __all__ = [
     "holder_pids",
     "listener_pid",
     "process_gone",
+    "tcp_holder_pids",
     "wait_for_orphans",
     "wait_if_orphaned",
+    "wait_if_tcp_orphaned",
     "watch_master",
 ]

@@ -80,6 +80,7 @@ RESTART = {
     "pm": "the process manager (and the scoreboard it reads) is chosen at start",
     "preload": "the app is loaded (or not) in the master at start",
     "pid_file": "the pid file is written at start",
+    "hooks": "the hooks module is imported once, by the master, at start",
 }
 #: With --preload the master loaded the app: what decides how it is loaded stays
 PRELOADED = frozenset({"app", "factory", "interface", "worker", "bridge_threads"})

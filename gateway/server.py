@@ -12,7 +12,8 @@ cost each async worker its own copy of asyncio's objects and of the pages of lib
 uvloop its initialisation touches, while in the master it is paid once and shared (see
 docs/benchmarks.md for the worker RSS). With ``--preload`` the master loads the app too.
 The status pages, the scoreboard and the status server are imported only when configured,
-the isolation layer only when a checker runs (``any_checker``); with ``--user``/``--group``
+the isolation layer only when a checker runs (``any_checker``), the lifecycle hooks
+(gateway/hooks.py) only with ``--hooks``; with ``--user``/``--group``
 the worker imports what it may still need before dropping privileges (the Python
 installation may not be readable by that account).
 """
@@ -27,7 +28,7 @@ import os
 import socket
 from typing import TYPE_CHECKING, Any
 
-from .arbiter import Arbiter
+from .arbiter import Arbiter, Worker
 from .config import Config
 from .errors import AppLoadError, ConfigError
 from .isolation.setup import any_checker, build_layer, checker_names, parse_policies
@@ -39,6 +40,7 @@ from .upgrade import inherited_sockets, remove_pid_file, write_pid_file
 from .workers.base import Limits, WorkerControl
 
 if TYPE_CHECKING:
+    from .hooks import Hooks
     from .scoreboard import Scoreboard, WorkerSlot
     from .status import StatusPages
 
@@ -169,6 +171,12 @@ def run(config: Config) -> None:
     """Bind, then run the arbiter; each forked worker loads the app (unless --preload)."""
     # --chdir (or $PWD through a symlink) entered; entered again on each reload (releases.py)
     releases = ReleaseDirs(config.chdir, config.app_dir)
+    hooks: Hooks | None = None
+    if config.hooks:  # imported once, here; on_starting raising stops the start (gateway/hooks.py)
+        from .hooks import load_hooks
+
+        hooks = load_hooks(config.hooks, config.app_dir)
+        hooks.starting(config)
     # Shared copy-on-write by the workers (see the docstring); imported before binding, so
     # that the socket accepts only shortly before the workers are forked, as it always did.
     kinds = candidate_kinds(config)
@@ -273,21 +281,13 @@ def run(config: Config) -> None:
         worker.interface = interface
         if logging.getLogger("gateway.access").handlers:
             worker.access = AccessLog(config.access_log_format or DEFAULT_ACCESS_FORMAT)
+        if hooks is not None:  # post_worker_init raising is this worker's boot failure
+            hooks.boot("post_worker_init", arbiter, Worker(os.getpid(), arbiter.generation, slot=slot))
         worker.run()
 
     pid_file = os.path.abspath(config.pid_file) if config.pid_file else None  # a reload may chdir
     if pid_file:
         write_pid_file(pid_file)  # a new master (SIGUSR2) writes it once it serves
-    arbiter = Arbiter(
-        config, sockets, child_main, board=board, status_server=status_server, releases=releases, pool=pool
-    )
-    try:
-        arbiter.run()
-    finally:
-        cleanup_unix_sockets(sockets_to_clean)
-        for sock in sockets_to_clean:
-            sock.close()
-        if pid_file:
     pool = None
     if config.pm != "static":
         from .cpus import cpu_budget
@@ -296,4 +296,18 @@ def run(config: Config) -> None:
         most = config.max_workers or default_max_workers(config, cpu_budget().usable)
         pool = ProcessManager(config, board, most)  # type: ignore[arg-type]
         logger.info("process manager: %s, at most %d worker(s)", config.pm, most)
+    arbiter = Arbiter(
+        config, sockets, child_main, board=board, status_server=status_server, releases=releases, pool=pool
+    )
+    if hooks is not None:
+        arbiter.hooks = hooks
+    try:
+        arbiter.run()
+    finally:
+        cleanup_unix_sockets(sockets_to_clean)
+        for sock in sockets_to_clean:
+            sock.close()
+        if pid_file:
             remove_pid_file(pid_file)  # not once it names an upgrade's new master
+        if hooks is not None:
+            hooks.call("on_exit", arbiter)

@@ -155,10 +155,19 @@ def bind_socket(
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((spec.host, spec.port))
+            try:
+                sock.bind((spec.host, spec.port))
+            except OSError as exc:  # in use by a dead master's workers: wait for them once
+                if exc.errno != errno.EADDRINUSE or not orphans.wait_if_tcp_orphaned(
+                    spec.host, spec.port, orphan_wait_s
+                ):
+                    raise
+                sock.bind((spec.host, spec.port))
         except OSError as exc:
             sock.close()
-            raise BindError(f"cannot bind {spec}: {exc.strerror}") from exc
+            held = orphans.tcp_holder_pids(spec.host, spec.port) if exc.errno == errno.EADDRINUSE else []
+            who = f" (held by pids {', '.join(map(str, held))})" if held else ""
+            raise BindError(f"cannot bind {spec}: {exc.strerror}{who}") from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.listen(backlog)
     return sock

@@ -11,7 +11,7 @@ on RSS figures, which depend on the machine's Python build (bench/ measures thos
 - with ``--worker async`` and an ASGI 3 app: neither the sync worker, nor a2wsgi (the WSGI
   bridge), nor asgiref; and, with the default options, none of what only an option needs:
   the status pages (with json), the scoreboard (mmap) and the queue time (gateway/queueing.py)
-  without --status-path, --max-queue-time or an access log, the slow
+  without --status-path, --max-queue-time or an access log, the hooks without --hooks, the slow
   log's watchdog without timeouts, the isolation layer when no checker runs;
 - the master's objects are frozen for the worker's garbage collector (gc.freeze before
   fork: its collections do not copy-on-write the pages shared with the master).
@@ -61,6 +61,7 @@ ASYNC_OPTIONAL = {
     "gateway.isolation.base",
     "gateway.isolation.globals",
     "gateway.isolation.tasks",
+    "gateway.hooks",
 }
 ASYNC_ONLY = {"uvloop", "a2wsgi", "asgiref", "gateway.workers.async_worker", "gateway.wsgi.bridge"}
 

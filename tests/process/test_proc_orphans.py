@@ -21,6 +21,7 @@ import pytest
 from gateway.errors import BindError
 from gateway.orphans import PROBATION_S
 from gateway.sockets import BindSpec, bind_socket
+from tests.integration.nginx import free_port
 from tests.process._load import alive, children, wait_until
 
 GRACEFUL_S = 10
@@ -41,13 +42,15 @@ def app(environ, start_response):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("worker", ["sync", "async"])
+@pytest.mark.parametrize(
+    ("worker", "family"), [("sync", "unix"), ("async", "unix"), ("sync", "tcp"), ("async", "tcp")]
+)
 def test_kill_9_master_in_flight_request_finishes_workers_exit_new_master_serves(
-    served, gateway_factory, app_module, worker
+    served, gateway_factory, app_module, worker, family
 ):
     app_dir = app_module("slow_app", SLOW_APP)
     args = ("-w", "2", "--worker", worker, "--graceful-timeout", str(GRACEFUL_S), "--app-dir", str(app_dir))
-    s = served("slow_app:app", *args)
+    s = served("slow_app:app", *args, bind=f"127.0.0.1:{free_port()}" if family == "tcp" else None)
     master = s.gateway.pid
     workers = children(master)
     assert len(workers) == 2
@@ -146,4 +149,45 @@ def test_a_live_server_of_another_kind_is_refused_after_a_short_probation(sock_d
     finally:
         proc.kill()
         proc.wait()
+        proc.stdout.close()
+
+
+def test_a_live_gateway_on_tcp_is_refused_at_once_naming_its_processes(gateway_factory):
+    port = free_port()
+    gw = gateway_factory("wsgi_app:app", "-w", "2", bind=f"127.0.0.1:{port}")
+    begun = time.monotonic()
+    with pytest.raises(BindError, match=r"Address already in use \(held by pids ") as info:
+        bind_socket(BindSpec("tcp", host="127.0.0.1", port=port), orphan_wait_s=10)
+    assert time.monotonic() - begun < 5  # a master and its workers: no wait
+    assert str(gw.pid) in str(info.value)
+    assert gw.proc.poll() is None
+
+
+def test_a_tcp_port_held_by_an_orphan_is_bound_once_it_stops_listening():
+    """A listener whose master is gone and which closes its socket a moment later (what an
+    orphaned worker does once it notices): the bind waits for it instead of failing."""
+    port = free_port()
+    script = (
+        "import os, socket, sys, time\n"
+        "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        "s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(8)\n"
+        "if os.fork() == 0:\n"
+        "    print(os.getpid(), flush=True); time.sleep(1); s.close(); time.sleep(60)\n"
+        "else:\n"
+        "    os._exit(0)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(port)], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        orphan = int(proc.stdout.readline())
+        proc.wait(timeout=5)
+        sock = bind_socket(BindSpec("tcp", host="127.0.0.1", port=port), orphan_wait_s=10)
+        sock.close()
+        assert alive(orphan)  # it still runs (finishing its requests); it only let the port go
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         proc.stdout.close()
