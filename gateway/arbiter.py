@@ -243,6 +243,7 @@ class Arbiter(Stopping):
         try:
             for _ in range(self.num_workers):
                 self.spawn()
+            self._publish()  # the status page's pool figures, before any worker answers
             while True:
                 self._loop_once()
                 if self.stopping and not self.workers:
@@ -253,7 +254,6 @@ class Arbiter(Stopping):
             signal.set_wakeup_fd(-1)
             for fd in (self._pipe_r, self._pipe_w, self._wake_r, self._wake_w):
                 if fd >= 0:
-            self._publish()  # the status page's pool figures, before any worker answers
                     os.close(fd)
         if self.boot_error is not None and not self.booted:
             if self.boot_error.startswith("lifespan "):
