@@ -283,8 +283,8 @@ def describe_config(config: Any, interface: str, kind: str, workers_from: str = 
     from . import speedups
     from .cpus import cpu_budget
     from .isolation.setup import build_layer, parse_policies
-
     from .pool import describe as describe_pm
+
     c = config
     worker = f"{kind}" + (" (auto)" if c.worker == "auto" else "")
     worker += f", {c.workers} process{'es' * (c.workers != 1)}" + (f" ({workers_from})" * bool(workers_from))
@@ -309,8 +309,8 @@ def describe_config(config: Any, interface: str, kind: str, workers_from: str = 
         ("app dir", os.path.abspath(c.app_dir) + (f" (chdir {c.chdir})" if c.chdir else "")),
         ("interface", interface + (" (detected)" if c.interface == "auto" else "")),
         ("worker", worker),
-        ("cpus", (budget := cpu_budget()).describe() + f"; --workers auto = {budget.auto_workers}"),
         ("process manager", describe_pm(c, cpu_budget().usable)),
+        ("cpus", (budget := cpu_budget()).describe() + f"; --workers auto = {budget.auto_workers}"),
         ("speedups", speedups.describe()),
     ]
     if interface == "asgi":

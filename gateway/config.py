@@ -184,14 +184,14 @@ class Config:
             raise ConfigError("at least one bind address is needed")
         if self.workers < 1 or self.threads < 1 or self.bridge_threads < 1:
             raise ConfigError("workers, threads and bridge threads must be at least 1")
-        if not 0 <= self.trace_memory_frames <= 65535:  # tracemalloc's range (0 = off)
-            raise ConfigError(f"trace memory takes 0 to 65535 frames, not {self.trace_memory_frames}")
         if self.pm not in PM_MODES:
             raise ConfigError(f"pm must be one of {', '.join(PM_MODES)}, not {self.pm!r}")
         if self.max_workers < 0 or self.min_spare_workers < 1 or self.max_spare_workers < 1:
             raise ConfigError("max workers must be at least 0 (auto), and spare workers at least 1")
         if self.max_spawn_rate < 1 or self.process_idle_timeout_s <= 0:
             raise ConfigError("the spawn rate must be at least 1 and the idle timeout above 0")
+        if not 0 <= self.trace_memory_frames <= 65535:  # tracemalloc's range (0 = off)
+            raise ConfigError(f"trace memory takes 0 to 65535 frames, not {self.trace_memory_frames}")
         # A world-writable socket lets any local user talk to the app as the web server.
         if self.socket_mode & 0o002 and not self.extra.get("allow_world_writable_socket"):
             raise ConfigError(f"socket mode {self.socket_mode:#o} is world-writable; refusing")

@@ -51,6 +51,8 @@ logger = logging.getLogger("gateway.error")
 TURN_S = 1.0
 #: A listening socket readable for this long with no free worker is a connection waiting.
 WAIT_CONFIRM_S = 0.005
+#: After a connection a busy worker took by itself, the sockets are not watched this long.
+QUIET_S = 0.05
 
 
 def start_count(config: Config) -> int:
@@ -110,6 +112,7 @@ class ProcessManager:
         self._at_max = False
         self._warned = False
         self._next_turn = 0.0
+        self._quiet_until = 0.0
 
     def configure(self, config: Config) -> None:
         """A reload read ``--config`` again: the bounds may have changed (not the mode)."""
@@ -211,6 +214,8 @@ class ProcessManager:
         the master for connections a worker takes, or spin while the pool is full)."""
         if self.mode != "ondemand" or arbiter.stopping or not arbiter.booted:
             return []
+        if time.monotonic() < self._quiet_until:
+            return []
         counted, _idle, n_idle = self._pool(arbiter)
         if n_idle:
             return []
@@ -221,15 +226,20 @@ class ProcessManager:
         return arbiter.sockets
 
     def connection_waiting(self, arbiter: Arbiter, readable: list[socket.socket]) -> None:
-        """ondemand: a listening socket was readable. Confirm that the connection still waits
-        a moment later (a busy async worker may take it at once), then start workers."""
-        if not readable:
-            return
-        if not _readable(readable, WAIT_CONFIRM_S):
-            return
+        """ondemand: a listening socket was readable. With workers (all busy), confirm that
+        a connection still waits a moment later: a busy async worker (or one finishing its
+        request) may take it at once; if it did, the sockets are not watched for a moment,
+        so that a steady stream of connections its workers take does not keep waking the
+        master. Then start workers."""
         counted, _idle, n_idle = self._pool(arbiter)
-        if not n_idle:
-            self._short(arbiter, len(counted), self.spawn_rate)
+        if not readable or n_idle:
+            return
+        if counted:
+            time.sleep(WAIT_CONFIRM_S)
+            if not _readable(readable, 0.0):
+                self._quiet_until = time.monotonic() + QUIET_S
+                return
+        self._short(arbiter, len(counted), self.spawn_rate)
 
     def ttin(self) -> None:
         self.max_workers += 1
