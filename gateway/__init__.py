@@ -6,6 +6,10 @@ with click kept out of the serving processes.
 """
 
 from .errors import AppLoadError, ConfigError, GatewayError, HaltServer
+from .speedups import install_import_switch
+
+# Before any module that may be compiled with mypyc is imported (gateway/speedups.py).
+install_import_switch()
 
 __version__ = "0.1.0"
 

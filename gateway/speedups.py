@@ -8,6 +8,15 @@ them. The variable is read once, when this module is first imported (in the mast
 before it forks, so every worker of a run makes the same choice); it is not a serve
 option, so a config file cannot set it.
 
+The same switch covers the modules compiled with mypyc (``COMPILED``): built only on
+request (``FCGI_GATEWAY_MYPYC=1`` at install time, see setup.py), from the very ``.py``
+files, which stay the reference and the fallback. A compiled module is an extension
+module next to its ``.py`` (``connection.cpython-311-x86_64-linux-gnu.so``), which a plain
+import prefers; ``install_import_switch`` (called by ``gateway/__init__.py``, before any
+of them is imported) puts a finder first on ``sys.meta_path`` that imports the ``.py``
+instead when speedups are off, or when the ``.py`` is newer than its compiled module (an
+edited source with a stale build: the source wins).
+
 Users of a native module get it through ``load_native(name)``: the module, or None when
 speedups are off, when it was not built (no C compiler at install time: setup.py builds it
 with ``optional=True``), or when it fails to import; the reason is kept. ``report()`` and
@@ -21,7 +30,10 @@ it (tests/protocol/test_sans_io.py allows this one import and checks that it sta
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import importlib.util
 import os
+import sys
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -32,6 +44,24 @@ ENV_VAR = "FCGI_GATEWAY_NO_SPEEDUPS"
 NATIVE: dict[str, str] = {
     "gateway.protocol._pairs": "gateway.protocol.records.py_split_records and py_decode_pairs",
 }
+
+#: The modules compiled with mypyc by ``FCGI_GATEWAY_MYPYC=1 pip install .`` (setup.py reads
+#: this list): the sync worker's per-request path. Each is its own reference and fallback.
+COMPILED: tuple[str, ...] = (
+    "gateway.protocol.connection",
+    "gateway.protocol.constants",
+    "gateway.protocol.errors",
+    "gateway.protocol.events",
+    "gateway.protocol.records",
+    "gateway.protocol.state",
+    "gateway.response",
+    "gateway.wsgi.environ",
+    "gateway.wsgi.handler",
+    "gateway.wsgi.streams",
+    "gateway.workers.sync_conn",
+    "gateway.workers.sync_worker",
+    "gateway.workers.sync_threads",
+)
 
 _OFF_VALUES = frozenset({"", "0", "false", "no", "off", "n", "f"})
 
@@ -84,6 +114,71 @@ def load_native(name: str) -> ModuleType | None:
     return _outcomes[name][0]
 
 
+_ROOT = os.path.dirname(os.path.abspath(__file__))
+_COMPILED_SET = frozenset(COMPILED)
+_UNDECIDED = "?"
+#: Why the ``COMPILED`` modules are imported from their ``.py`` although built (all of them:
+#: compiled modules call each other directly, so they run compiled together or not at
+#: all), or None: compiled when built. Decided at the first import of one of them.
+_source_reason: str | None = _UNDECIDED
+
+
+def _files(name: str) -> tuple[str, str | None]:
+    """The ``.py`` of a ``COMPILED`` module and its compiled module (None: not built)."""
+    base = os.path.join(_ROOT, *name.split(".")[1:])
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        if os.path.exists(base + suffix):
+            return base + ".py", base + suffix
+    return base + ".py", None
+
+
+def _decide() -> str | None:
+    files = [_files(name) for name in COMPILED]
+    built = [b for _, b in files if b is not None]
+    if not built:
+        return None  # an ordinary install: the usual import finds the .py
+    if not ENABLED:
+        return DISABLED_REASON
+    if len(built) < len(files):
+        return "partly built"
+    for source, compiled in files:
+        if os.stat(source).st_mtime > os.stat(compiled).st_mtime:  # type: ignore[arg-type]
+            return f"{os.path.basename(source)} is newer than its build"
+    return None
+
+
+class _SourceSwitch:
+    """The meta path finder of ``install_import_switch``: the ``.py`` spec for a module of
+    ``COMPILED`` when they must not run compiled (``_source_reason``), else None (the usual
+    finders then pick the compiled module, or the ``.py`` when none is built)."""
+
+    @staticmethod
+    def find_spec(name: str, path: object = None, target: object = None) -> object:
+        global _source_reason
+        if name not in _COMPILED_SET:
+            return None
+        if _source_reason is _UNDECIDED:
+            _source_reason = _decide()
+        if _source_reason is None:
+            return None
+        return importlib.util.spec_from_file_location(name, _files(name)[0])
+
+
+def install_import_switch() -> None:
+    """Put ``_SourceSwitch`` first on ``sys.meta_path`` (once)."""
+    if not any(f is _SourceSwitch for f in sys.meta_path):
+        sys.meta_path.insert(0, _SourceSwitch)  # type: ignore[arg-type]
+
+
+def compiled_state() -> tuple[int, str | None]:
+    """How many ``COMPILED`` modules are built, and why they run from source (None: they
+    run compiled, or none is built)."""
+    global _source_reason
+    if _source_reason is _UNDECIDED:
+        _source_reason = _decide()
+    return sum(_files(name)[1] is not None for name in COMPILED), _source_reason
+
+
 def report() -> list[Speedup]:
     """Every native speedup and its state in this process (loading those not loaded yet,
     as their users would)."""
@@ -102,8 +197,25 @@ def describe() -> str:
     speedups = report()
     loaded = [s.module for s in speedups if s.loaded]
     missing = [f"{s.module} {s.reason}" for s in speedups if not s.loaded]
+    built, reason = compiled_state()
+    if built and reason is None:
+        loaded.append(f"{built} modules compiled with mypyc")
+    elif built:
+        missing.append(f"mypyc-compiled modules not used: {reason}")
     state = "off" if not loaded else "partly on" if missing else "on"
     return f"{state} ({'; '.join([*loaded, *missing])})"
 
 
-__all__ = ["ENABLED", "ENV_VAR", "NATIVE", "Speedup", "describe", "load_native", "report", "switched_off"]
+__all__ = [
+    "COMPILED",
+    "ENABLED",
+    "ENV_VAR",
+    "NATIVE",
+    "Speedup",
+    "compiled_state",
+    "describe",
+    "install_import_switch",
+    "load_native",
+    "report",
+    "switched_off",
+]

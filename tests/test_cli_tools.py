@@ -385,6 +385,9 @@ def _speedups_on() -> str:
 
     if not speedups.ENABLED:
         pytest.skip(f"speedups {speedups.DISABLED_REASON} for this run")
+    built, reason = speedups.compiled_state()  # a build with FCGI_GATEWAY_MYPYC=1 (setup.py)
+    if built and reason is None:
+        return f"on (gateway.protocol._pairs; {built} modules compiled with mypyc)"
     return "on (gateway.protocol._pairs)"
 
 

@@ -16,6 +16,7 @@ and an HTTP status hint, after which the connection is unusable (every later cal
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 from .constants import (
     FCGI_KEEP_CONN,
@@ -181,7 +182,7 @@ class FastCGIConnection:
         #: here. Bytes after END_REQUEST in the same read make nginx drop the connection
         #: instead of caching it, so it is never reused while we close it (no lost POST).
         #: A veto that raises counts as True: the request's ending must still be sent.
-        self.keepalive_veto = None
+        self.keepalive_veto: Callable[[], object] | None = None
 
     # -- receiving -------------------------------------------------------------------
 
@@ -405,11 +406,12 @@ class FastCGIConnection:
         else:
             # The usual ending (empty STDOUT + END_REQUEST(0, REQUEST_COMPLETE)), encoded
             # once per request id.
-            tail = _OK_ENDINGS.get(rid)
-            if tail is None:
-                tail = pack_header(FCGI_VERSION_1, _STDOUT, rid, 0, 0) + encode_end_request(rid, 0, 0)
+            cached = _OK_ENDINGS.get(rid)
+            if cached is None:
+                cached = pack_header(FCGI_VERSION_1, _STDOUT, rid, 0, 0) + encode_end_request(rid, 0, 0)
                 if len(_OK_ENDINGS) < 1024:
-                    _OK_ENDINGS[rid] = tail
+                    _OK_ENDINGS[rid] = cached
+            tail = cached
         if self._events:
             self._drop_queued(rid)
         state = req.state

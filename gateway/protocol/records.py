@@ -52,7 +52,7 @@ def encode_stream(rtype: int, request_id: int, data: bytes | bytearray | memoryv
             return b""
         return _HEADER.pack(FCGI_VERSION_1, rtype, request_id, n, 0) + data
     view = memoryview(data)
-    parts = []
+    parts: list[bytes | memoryview] = []
     for start in range(0, n, MAX_CONTENT_LENGTH):
         chunk = view[start : start + MAX_CONTENT_LENGTH]
         parts.append(_HEADER.pack(FCGI_VERSION_1, rtype, request_id, len(chunk), 0))

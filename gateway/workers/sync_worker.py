@@ -31,6 +31,7 @@ import signal
 import socket
 import struct
 import time
+from functools import partial
 from typing import Any
 
 from ..config import Config
@@ -111,6 +112,8 @@ class SyncWorker:
         self.draining = False
         self.signal_received: int | None = None
         self.requests_served = 0
+        #: "wsgi" (set by server.child_main; declared here: a compiled class has no __dict__)
+        self.interface = "wsgi"
         self._conns: dict[int, Conn] = {}
         #: The listeners alone, polled with no timeout: whether another connection waits.
         self._waiting: Any = None
@@ -308,7 +311,7 @@ class SyncWorker:
             if i and not waiting.poll(0):
                 return
             try:
-                fd, _addr = listener._accept()
+                fd, _addr = listener._accept()  # type: ignore[attr-defined]
             except (BlockingIOError, InterruptedError):
                 return  # backlog empty, or a sibling worker took it
             except OSError as exc:
@@ -401,6 +404,7 @@ class SyncWorker:
             except OSError:
                 conn.dead = True
                 return False
+        ev: Any  # dispatched on its type below
         for ev in events:
             kind = type(ev)
             if kind is StdinReceived:
@@ -408,7 +412,7 @@ class SyncWorker:
                     conn.input.feed(ev.data)
             elif kind is RequestReceived:
                 conn.request = ev
-                conn.input = InputStream(lambda c=conn: self._pull(c), self.config.max_body_bytes)
+                conn.input = InputStream(partial(self._pull, conn), self.config.max_body_bytes)
             elif kind is StdinEnded:
                 if conn.input is not None:
                     conn.input.end()

@@ -10,6 +10,7 @@ response made of a list of byte strings leaves in a single write.
 
 from __future__ import annotations
 
+import _socket
 import logging
 import os
 import socket
@@ -32,7 +33,7 @@ _STDOUT = int(RecordType.STDOUT)
 LARGE_BODY = 64 * 1024
 
 
-def sendmsg_all(sock: socket.socket, parts: list[Any]) -> None:
+def sendmsg_all(sock: _socket.socket, parts: list[Any]) -> None:
     """``sendall`` for a list of buffers (``socket.sendmsg``, resumed after short writes)."""
     i = 0
     try:
@@ -97,7 +98,7 @@ class WSGIResponder:
     )
 
     def __init__(
-        self, codec: FastCGIConnection, rid: int, sock: socket.socket, environ: dict[str, Any], debug: bool
+        self, codec: FastCGIConnection, rid: int, sock: _socket.socket, environ: dict[str, Any], debug: bool
     ) -> None:
         self.codec = codec
         self.rid = rid
@@ -189,7 +190,7 @@ class WSGIResponder:
             return self.error_code
         return int(self.status[:3]) if self.status is not None else 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: Any) -> None:  # Any: what the app passes (mypyc checks annotations)
         if self.head is None:
             raise AssertionError("write() called before start_response()")
         if self.ended:
@@ -207,7 +208,7 @@ class WSGIResponder:
         self.body_bytes += len(body)
         if len(body) > LARGE_BODY and self.buffer is None:
             # A vectored write of record headers and slices: the body is never copied.
-            buffers = [body] if self.headers_sent else [self.head, body]
+            buffers: list[bytes | bytearray | memoryview] = [body] if self.headers_sent else [self.head, body]
             self.headers_sent = self.ended = True
             with self.lock:
                 if self.timed_out:
@@ -271,7 +272,7 @@ class WSGIResponder:
                 pass
             else:
                 done = False
-                length = -1  # the declared Content-Length, read at the first chunk
+                length: int | None = -1  # the declared Content-Length, read at the first chunk
                 for chunk in result:
                     if not chunk:
                         continue
@@ -293,15 +294,15 @@ class WSGIResponder:
                 if not done:
                     self._finish()
             return True
-        except ClientGone as exc:
+        except ClientGone as gone:  # (one name per clause: mypyc gives a name one type)
             if not self.timed_out:
-                logger.info("web server closed the connection during %s: %s", self.describe(), exc)
+                logger.info("web server closed the connection during %s: %s", self.describe(), gone)
             return self.timed_out
-        except ClientDisconnected as exc:
-            logger.info("%s: %s", self.describe(), exc)
+        except ClientDisconnected as disconnected:
+            logger.info("%s: %s", self.describe(), disconnected)
             return False
-        except RequestTooLarge as exc:
-            logger.warning("%s: %s: 413", self.describe(), exc)
+        except RequestTooLarge as too_large:
+            logger.warning("%s: %s: 413", self.describe(), too_large)
             return self._fail(None, 413)
         except Exception as exc:
             if isinstance(exc, InvalidResponse):
@@ -314,8 +315,8 @@ class WSGIResponder:
             if close is not None:
                 try:
                     close()
-                except Exception as exc:
-                    note("close", self.environ, exc)
+                except Exception as close_error:
+                    note("close", self.environ, close_error)
 
     def _fail(self, detail: str | None, status: int = 500) -> bool:
         if self.ended:

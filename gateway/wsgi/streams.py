@@ -12,16 +12,12 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
+# In a module of their own, never compiled: mypyc cannot compile a subclass of OSError.
+from .errors import ClientDisconnected, RequestTooLarge
+
 app_logger = logging.getLogger("gateway.app")
 
-
-class ClientDisconnected(OSError):
-    """The web server closed the connection (or aborted the request) mid-body."""
-
-
-class RequestTooLarge(ValueError):
-    """The body grew past ``--max-body-size`` while the app read it (no CONTENT_LENGTH
-    to check beforehand, e.g. a chunked upload with request buffering off)."""
+__all__ = ["ClientDisconnected", "ErrorStream", "FileWrapper", "InputStream", "RequestTooLarge"]
 
 
 class InputStream:
