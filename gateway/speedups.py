@@ -58,6 +58,7 @@ COMPILED: tuple[str, ...] = (
     "gateway.wsgi.environ",
     "gateway.wsgi.handler",
     "gateway.wsgi.streams",
+    "gateway.workers.base",
     "gateway.workers.sync_conn",
     "gateway.workers.sync_worker",
     "gateway.workers.sync_threads",
@@ -132,6 +133,11 @@ def _files(name: str) -> tuple[str, str | None]:
     return base + ".py", None
 
 
+#: The library of the compiled group (setup.py's ``group_name``): the shims next to the
+#: ``.py`` files are rebuilt only when they change, which they rarely do; this one always is.
+_GROUP = "_compiled__mypyc"
+
+
 def _decide() -> str | None:
     files = [_files(name) for name in COMPILED]
     built = [b for _, b in files if b is not None]
@@ -139,10 +145,12 @@ def _decide() -> str | None:
         return None  # an ordinary install: the usual import finds the .py
     if not ENABLED:
         return DISABLED_REASON
-    if len(built) < len(files):
+    group = _files(f"gateway.{_GROUP}")[1]
+    if len(built) < len(files) or group is None:
         return "partly built"
-    for source, compiled in files:
-        if os.stat(source).st_mtime > os.stat(compiled).st_mtime:  # type: ignore[arg-type]
+    built_at = os.stat(group).st_mtime
+    for source, _ in files:
+        if os.stat(source).st_mtime > built_at:
             return f"{os.path.basename(source)} is newer than its build"
     return None
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from typing import Final
 
 from .constants import (
     FCGI_KEEP_CONN,
@@ -65,27 +66,27 @@ class _NeedData:
 #: Returned by ``next_event`` when more bytes are needed.
 NEED_DATA = _NeedData()
 
-_KNOWN_TYPES = frozenset(int(t) for t in RecordType)
-_STDOUT = int(RecordType.STDOUT)
-_GET_VALUES_T = int(RecordType.GET_VALUES)
+_KNOWN_TYPES: Final = frozenset(int(t) for t in RecordType)
+_STDOUT: Final = int(RecordType.STDOUT)
+_GET_VALUES_T: Final = int(RecordType.GET_VALUES)
 #: Events are NamedTuples: built with tuple.__new__ directly on the hot path (their
 #: generated __new__ is a Python function wrapping the same call).
-_new = tuple.__new__
-_RECEIVE = RECEIVE_FLAT
-_unpack_begin = BEGIN_BODY.unpack
-_split = split_records
-_A_BEGIN = Action.BEGIN
-_A_PARAMS = Action.PARAMS
-_A_STDIN = Action.STDIN
-_ST_STDIN = RequestState.STDIN
-_ST_PARAMS = RequestState.PARAMS
-_ST_DONE = RequestState.DONE
-_ST_DATA = RequestState.DATA
-_ST_ENDED = RequestState.ENDED
-_FILTER = int(Role.FILTER)
+_new: Final = tuple.__new__
+_RECEIVE: Final = RECEIVE_FLAT
+_unpack_begin: Final = BEGIN_BODY.unpack
+_split = split_records  # not Final: tests/protocol/test_split_fuzz.py patches it
+_A_BEGIN: Final = Action.BEGIN
+_A_PARAMS: Final = Action.PARAMS
+_A_STDIN: Final = Action.STDIN
+_ST_STDIN: Final = RequestState.STDIN
+_ST_PARAMS: Final = RequestState.PARAMS
+_ST_DONE: Final = RequestState.DONE
+_ST_DATA: Final = RequestState.DATA
+_ST_ENDED: Final = RequestState.ENDED
+_FILTER: Final = int(Role.FILTER)
 # (Enum attribute access is slow on the hot path: the per-request paths use these.)
-_STDERR = int(RecordType.STDERR)
-_OK_ENDINGS: dict[int, bytes] = {}
+_STDERR: Final = int(RecordType.STDERR)
+_OK_ENDINGS: Final[dict[int, bytes]] = {}
 
 
 class _Request:
@@ -201,6 +202,7 @@ class FastCGIConnection:
             data = bytes(data)
         # The scanner only cuts the whole version-1 records out of the bytes (natively
         # when built); every record then goes through the state table here, in order.
+        records: list[tuple[int, int, bytes]]
         records, rest = _split(self._buf, data)
         requests = self._requests
         append = self._events.append

@@ -32,7 +32,7 @@ import socket
 import struct
 import time
 from functools import partial
-from typing import Any
+from typing import Any, Final
 
 from ..config import Config
 from ..isolation.base import IsolationLayer, RequestInfo, describe_failure
@@ -61,15 +61,15 @@ from .sync_conn import Conn
 logger = logging.getLogger("gateway.error")
 
 #: Below glibc's mmap threshold: a larger recv buffer costs mmap+mremap+munmap per call.
-RECV_SIZE = 64 * 1024
-ACCEPT_BURST = 32
+RECV_SIZE: Final = 64 * 1024
+ACCEPT_BURST: Final = 32
 #: While stopping, a keep-alive connection is closed once it has been idle this long:
 #: closing right after END_REQUEST races with nginx reusing it (docs/protocol-notes.md, nginx fact 10).
-IDLE_CLOSE_S = 0.02
+IDLE_CLOSE_S: Final = 0.02
 #: Longest wait for the rest of a body we no longer need before closing anyway.
-LINGER_S = 2.0
-EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
-_SOCK_STREAM = int(socket.SOCK_STREAM)
+LINGER_S: Final = 2.0
+EPOLLEXCLUSIVE: Final = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
+_SOCK_STREAM: Final = int(socket.SOCK_STREAM)
 
 
 def _describe(environ: dict[str, Any], seq: int) -> RequestInfo:

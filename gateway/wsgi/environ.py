@@ -88,8 +88,7 @@ def build_environ(
             else:
                 environ[key] = val
 
-    get = environ.get
-    ctype = get("CONTENT_TYPE")
+    ctype = environ.get("CONTENT_TYPE")
     if not ctype or "HTTP_CONTENT_TYPE" in environ:
         hctype = environ.pop("HTTP_CONTENT_TYPE", None)
         if not ctype:
@@ -97,7 +96,7 @@ def build_environ(
                 environ["CONTENT_TYPE"] = hctype
             elif ctype is not None:
                 del environ["CONTENT_TYPE"]
-    clen = get("CONTENT_LENGTH")
+    clen = environ.get("CONTENT_LENGTH")
     if not clen or "HTTP_CONTENT_LENGTH" in environ:
         hlen = environ.pop("HTTP_CONTENT_LENGTH", None)
         if not clen:
@@ -109,7 +108,7 @@ def build_environ(
         del environ["CONTENT_LENGTH"]  # not a length: the body is read to its end anyway
 
     # Routing: the module docstring's rule.
-    uri = get("REQUEST_URI")
+    uri = environ.get("REQUEST_URI")
     if uri is not None:
         full, _, query = uri.partition("?")
         if full[:1] != "/":
@@ -119,7 +118,7 @@ def build_environ(
         if "QUERY_STRING" not in environ:
             environ["QUERY_STRING"] = query
     else:
-        full = cgi_path(get("SCRIPT_NAME", ""), get("PATH_INFO", ""))
+        full = cgi_path(environ.get("SCRIPT_NAME", ""), environ.get("PATH_INFO", ""))
     if root_path:
         if not root_path.isascii():
             root_path = native_root_path(root_path)
@@ -128,19 +127,19 @@ def build_environ(
         environ["SCRIPT_NAME"] = ""
         environ["PATH_INFO"] = full
 
-    https = get("HTTPS")
+    https = environ.get("HTTPS")
     if https and https.lower() != "off":
         environ["wsgi.url_scheme"] = scheme = "https"
     else:
-        environ["wsgi.url_scheme"] = scheme = get("REQUEST_SCHEME") or "http"
-    if not get("SERVER_NAME"):
-        host = get("HTTP_HOST", "")
+        environ["wsgi.url_scheme"] = scheme = environ.get("REQUEST_SCHEME") or "http"
+    if not environ.get("SERVER_NAME"):
+        host = environ.get("HTTP_HOST", "")
         if host:
             colon = host.rfind(":")
             if colon > host.rfind("]"):
                 host = host[:colon]
-        environ["SERVER_NAME"] = host or get("SERVER_ADDR") or "localhost"
-    if not get("SERVER_PORT"):
+        environ["SERVER_NAME"] = host or environ.get("SERVER_ADDR") or "localhost"
+    if not environ.get("SERVER_PORT"):
         environ["SERVER_PORT"] = "443" if scheme == "https" else "80"
     if "REQUEST_METHOD" not in environ:
         environ["REQUEST_METHOD"] = "GET"

@@ -16,7 +16,7 @@ import os
 import socket
 import threading
 import traceback
-from typing import Any
+from typing import Any, Final
 
 from ..protocol import FastCGIConnection
 from ..protocol.constants import FCGI_VERSION_1, MAX_CONTENT_LENGTH, RecordType
@@ -26,11 +26,11 @@ from .streams import ClientDisconnected, FileWrapper, RequestTooLarge
 
 logger = logging.getLogger("gateway.error")
 
-_STDOUT = int(RecordType.STDOUT)
+_STDOUT: Final = int(RecordType.STDOUT)
 
 
 #: Responses larger than this leave through one vectored write without copies.
-LARGE_BODY = 64 * 1024
+LARGE_BODY: Final = 64 * 1024
 
 
 def sendmsg_all(sock: _socket.socket, parts: list[Any]) -> None:
@@ -311,7 +311,9 @@ class WSGIResponder:
                 logger.exception("exception in WSGI application for %s", self.describe())
             return self._fail(traceback.format_exc() if self.debug else None)
         finally:
-            close = getattr(result, "close", None)
+            # (a list or tuple has no close(): no getattr, whose AttributeError compiled code
+            # builds and formats before dropping it)
+            close = None if type(result) is list or type(result) is tuple else getattr(result, "close", None)
             if close is not None:
                 try:
                     close()
