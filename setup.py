@@ -13,6 +13,8 @@ tests compare the two).
   compiler; a failure fails the build (it was asked for).
 """
 
+import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -42,6 +44,12 @@ if os.environ.get("FCGI_GATEWAY_MYPYC", "").strip().lower() not in ("", "0", "fa
     from mypyc.build import mypycify
 
     paths = [name.replace(".", "/") + ".py" for name in compiled_modules()]
+    # What the build was made from: gateway/speedups.py imports the .py files instead when
+    # one no longer matches (an edited source with a stale build; mtimes cannot tell, a
+    # wheel's files are all written at install time). Package data, not in git.
+    Path("gateway/_compiled_sources.json").write_text(
+        json.dumps({p: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths}, indent=1) + "\n"
+    )
     ext_modules += mypycify(
         ["--config-file", "mypyc.ini", *paths],
         group_name="gateway._compiled",  # the shared library: gateway/_compiled__mypyc.*.so

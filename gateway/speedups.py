@@ -14,8 +14,9 @@ files, which stay the reference and the fallback. A compiled module is an extens
 module next to its ``.py`` (``connection.cpython-311-x86_64-linux-gnu.so``), which a plain
 import prefers; ``install_import_switch`` (called by ``gateway/__init__.py``, before any
 of them is imported) puts a finder first on ``sys.meta_path`` that imports the ``.py``
-instead when speedups are off, or when the ``.py`` is newer than its compiled module (an
-edited source with a stale build: the source wins).
+instead when speedups are off, or when a ``.py`` is not the one it was compiled from (an
+edited source with a stale build: the source wins; setup.py records the hash of each
+source in ``gateway/_compiled_sources.json``).
 
 Users of a native module get it through ``load_native(name)``: the module, or None when
 speedups are off, when it was not built (no C compiler at install time: setup.py builds it
@@ -29,9 +30,11 @@ it (tests/protocol/test_sans_io.py allows this one import and checks that it sta
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.machinery
 import importlib.util
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -133,11 +136,6 @@ def _files(name: str) -> tuple[str, str | None]:
     return base + ".py", None
 
 
-#: The library of the compiled group (setup.py's ``group_name``): the shims next to the
-#: ``.py`` files are rebuilt only when they change, which they rarely do; this one always is.
-_GROUP = "_compiled__mypyc"
-
-
 def _decide() -> str | None:
     files = [_files(name) for name in COMPILED]
     built = [b for _, b in files if b is not None]
@@ -145,13 +143,18 @@ def _decide() -> str | None:
         return None  # an ordinary install: the usual import finds the .py
     if not ENABLED:
         return DISABLED_REASON
-    group = _files(f"gateway.{_GROUP}")[1]
-    if len(built) < len(files) or group is None:
+    try:  # written by setup.py with the build: the sources it was made from
+        with open(os.path.join(_ROOT, "_compiled_sources.json"), "rb") as f:
+            hashes: dict[str, str] = json.load(f)
+    except (OSError, ValueError):
+        hashes = {}
+    if len(built) < len(files) or len(hashes) != len(files):
         return "partly built"
-    built_at = os.stat(group).st_mtime
     for source, _ in files:
-        if os.stat(source).st_mtime > built_at:
-            return f"{os.path.basename(source)} is newer than its build"
+        key = os.path.relpath(source, os.path.dirname(_ROOT)).replace(os.sep, "/")
+        with open(source, "rb") as f:
+            if hashes.get(key) != hashlib.sha256(f.read()).hexdigest():
+                return f"{os.path.basename(source)} changed since the build"
     return None
 
 
