@@ -22,7 +22,9 @@ that cannot load the app is abandoned and the old one keeps serving. A reload fi
 ``current`` symlink is followed) after reading ``--config`` again (gateway/reload_config.py:
 a file refused keeps the running configuration and generation); each worker stops by
 itself if the master dies (gateway/orphans.py). USR2 (upgrade in place: a new master
-process, the old one retiring once it serves) is gateway/upgrade.py's.
+process, the old one retiring once it serves) is gateway/upgrade.py's. The wanted count
+(``num_workers``) is ``--workers``, moved by TTIN/TTOU; with ``--pm dynamic`` or
+``ondemand`` gateway/pool.py moves it between the bounds and names the idle workers to retire.
 
 Crashes are replaced with exponential backoff; more than ``CRASH_LIMIT`` crashes within
 ``CRASH_WINDOW`` seconds, or a boot failure of the very first generation, stops the master
