@@ -82,6 +82,15 @@ def test_kill_9_master_in_flight_request_finishes_workers_exit_new_master_serves
     assert new.proc.poll() is None
 
 
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Teardown of a test's listener script: its group (the orphan it forked too) killed."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.stdout.close()
+
+
 def test_a_socket_held_by_orphans_is_named_when_they_outstay_the_wait(sock_dir):
     """A listener whose ``listen()`` caller is dead and whose holder does not exit: the
     bind waits ``orphan_wait_s`` then fails naming the holder (it used to fail at once with
@@ -112,11 +121,7 @@ def test_a_socket_held_by_orphans_is_named_when_they_outstay_the_wait(sock_dir):
         assert wait_until(lambda: not alive(orphan), timeout=5)
         bind_socket(BindSpec("unix", path=path), orphan_wait_s=0.5).close()
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.stdout.close()
+        _kill_group(proc)
 
 
 @pytest.mark.parametrize("worker", ["sync", "async"])
@@ -186,8 +191,4 @@ def test_a_tcp_port_held_by_an_orphan_is_bound_once_it_stops_listening():
         sock.close()
         assert alive(orphan)  # it still runs (finishing its requests); it only let the port go
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.stdout.close()
+        _kill_group(proc)
