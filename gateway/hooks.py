@@ -123,7 +123,8 @@ class Server:
 
     @property
     def workers(self) -> int:
-        """How many workers the master keeps (``--workers``, changed by SIGTTIN/SIGTTOU)."""
+        """How many workers the master wants now (``--workers``, changed by SIGTTIN/SIGTTOU,
+        and by the process manager with ``--pm dynamic`` or ``ondemand``)."""
         return self._master.num_workers
 
     def __repr__(self) -> str:

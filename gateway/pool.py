@@ -103,10 +103,7 @@ class ProcessManager:
         self.mode = config.pm
         self.board = board
         self.max_workers = max_workers
-        self.min_spare = config.min_spare_workers
-        self.max_spare = min(config.max_spare_workers, max_workers)  # the default 3 above a small pool
-        self.idle_timeout = config.process_idle_timeout_s
-        self.max_spawn_rate = config.max_spawn_rate
+        self.configure(config)
         self.spawn_rate = 1
         self.reached = 0  # "max children reached" episodes
         self._at_max = False
@@ -115,11 +112,11 @@ class ProcessManager:
         self._quiet_until = 0.0
 
     def configure(self, config: Config) -> None:
-        """A reload read ``--config`` again: the bounds may have changed (not the mode)."""
+        """The bounds, at start and when a reload read ``--config`` again (not the mode)."""
         if config.max_workers:
             self.max_workers = config.max_workers
         self.min_spare = config.min_spare_workers
-        self.max_spare = min(config.max_spare_workers, self.max_workers)
+        self.max_spare = min(config.max_spare_workers, self.max_workers)  # the default 3 above a small pool
         self.idle_timeout = config.process_idle_timeout_s
         self.max_spawn_rate = config.max_spawn_rate
 
