@@ -202,12 +202,18 @@ class FastCGIConnection:
             data = bytes(data)
         # The scanner only cuts the whole version-1 records out of the bytes (natively
         # when built); every record then goes through the state table here, in order.
-        records: list[tuple[int, int, bytes]]
-        records, rest = _split(self._buf, data)
+        # (Indexed, not unpacked: compiled, unpacking a tuple typed only at run time
+        # iterates it; an indexed record of a typed list is read field by field.)
+        split = _split(self._buf, data)
+        records: list[tuple[int, int, bytes]] = split[0]
+        rest: bytes = split[1]
         requests = self._requests
         append = self._events.append
         try:
-            for rtype, rid, content in records:
+            for record in records:
+                rtype = record[0]
+                rid = record[1]
+                content = record[2]
                 if not rid:
                     self._management(rtype, content)
                     continue
@@ -215,6 +221,10 @@ class FastCGIConnection:
                 # state); the actions every request is made of are handled here, inline.
                 req = requests.get(rid)
                 action = _RECEIVE.get(rtype << 3 | req.state if req is not None else rtype << 3)
+                if action is _A_STDIN or action is _A_PARAMS:
+                    # The table has these two actions only for a request it knows. Typed
+                    # so (not ``_Request | None``), compiled code reads its fields directly.
+                    known: _Request = req  # type: ignore[assignment]
                 if action is _A_STDIN:
                     if content:
                         self._queued_stdin += len(content)
@@ -225,20 +235,20 @@ class FastCGIConnection:
                             )
                         append(_new(StdinReceived, (rid, content)))
                     else:
-                        req.state = _ST_DATA if req.role == _FILTER else _ST_DONE  # type: ignore[union-attr]
+                        known.state = _ST_DATA if known.role == _FILTER else _ST_DONE
                         append(_new(StdinEnded, (rid,)))
                 elif action is _A_PARAMS:
                     if content:
-                        req.params_size += len(content)  # type: ignore[union-attr]
-                        if req.params_size > self.max_params_bytes:  # type: ignore[union-attr]
+                        known.params_size += len(content)
+                        if known.params_size > self.max_params_bytes:
                             raise RemoteProtocolError(
                                 f"request {rid}: params exceed {self.max_params_bytes} bytes",
                                 431,
                                 request_id=rid,
                             )
-                        req.params.append(content)  # type: ignore[union-attr]
+                        known.params.append(content)
                     else:
-                        self._params_end(rid, req)  # type: ignore[arg-type]
+                        self._params_end(rid, known)
                 elif action is _A_BEGIN:
                     if len(content) != 8:
                         raise RemoteProtocolError(

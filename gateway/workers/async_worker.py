@@ -42,7 +42,6 @@ from ..config import Config
 from ..log import AccessLog, reopen_files
 from ..protocol import (
     ConnectionClosed,
-    FastCGIConnection,
     RemoteProtocolError,
     RequestAborted,
     RequestReceived,
@@ -92,7 +91,7 @@ class FastCGIProtocol(asyncio.Protocol):
         self.serial = next(_connection_serial)
         self.loop = server.loop
         self.transport: asyncio.Transport | None = None
-        conn = self.conn = FastCGIConnection(**server.codec_options)
+        conn = self.conn = server.codec_options.new()
         conn.keepalive_veto = server.veto
         self.cycles: dict[int, ASGICycle] = {}
         self.write_paused = False

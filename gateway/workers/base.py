@@ -41,23 +41,42 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..orphans import check_master
+from ..protocol import FastCGIConnection
 
 if TYPE_CHECKING:
     from ..config import Config
 
 
-def codec_options(config: Config, *, multiplex: bool, text_params: bool = False) -> dict[str, Any]:
-    """``FastCGIConnection`` arguments for every connection of a worker, built once: the
-    Config's limits, and FCGI_MAX_REQS reported truthfully (1 without multiplexing)."""
-    return {
-        "multiplex": multiplex,
-        "max_conns": config.max_connections,
-        "max_reqs": config.max_connections if multiplex else 1,
-        "max_params_bytes": config.max_params_bytes,
-        "max_params_count": config.max_params_count,
-        "max_requests": config.max_requests_per_connection,
-        "text_params": text_params,
-    }
+class CodecOptions:
+    """``FastCGIConnection`` arguments for every connection of a worker, from the Config's
+    limits, built once; FCGI_MAX_REQS is reported truthfully (1 without multiplexing).
+    ``new()`` makes a codec by naming each argument: compiled, that is a direct call, where
+    ``FastCGIConnection(**options)`` parses a keyword dict on every connection."""
+
+    def __init__(self, config: Config, multiplex: bool, text_params: bool) -> None:
+        self.multiplex = multiplex
+        self.max_conns: int = config.max_connections
+        self.max_reqs: int = config.max_connections if multiplex else 1
+        self.max_params_bytes: int = config.max_params_bytes
+        self.max_params_count: int = config.max_params_count
+        self.max_requests: int | None = config.max_requests_per_connection
+        self.text_params = text_params
+
+    def new(self) -> FastCGIConnection:
+        return FastCGIConnection(
+            multiplex=self.multiplex,
+            max_conns=self.max_conns,
+            max_reqs=self.max_reqs,
+            max_params_bytes=self.max_params_bytes,
+            max_params_count=self.max_params_count,
+            max_requests=self.max_requests,
+            text_params=self.text_params,
+        )
+
+
+def codec_options(config: Config, *, multiplex: bool, text_params: bool = False) -> CodecOptions:
+    """The codec arguments of a worker's connections (see ``CodecOptions``)."""
+    return CodecOptions(config, multiplex, text_params)
 
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096

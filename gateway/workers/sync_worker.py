@@ -39,7 +39,6 @@ from ..isolation.base import IsolationLayer, RequestInfo, describe_failure
 from ..log import AccessLog, reopen_files
 from ..protocol import (
     ConnectionClosed,
-    FastCGIConnection,
     RemoteProtocolError,
     RequestAborted,
     RequestReceived,
@@ -134,11 +133,16 @@ class SyncWorker:
         self._errors = ErrorStream()
         self._base["wsgi.errors"] = self._errors  # replaced per request with --forward-stderr
         self._root_path = config.root_path
+        # Read per request: kept here, typed (a Config field is a generic attribute lookup).
+        self._max_body: int | None = config.max_body_bytes
+        self._debug: bool = config.debug
+        self._forward_stderr: bool = config.forward_stderr
         self._filter = ClientFilter(config.allowed_clients) if config.allowed_clients else None
         secs = max(1.0, config.read_timeout_s)
         self._io_timeout = struct.pack("ll", int(secs), int((secs % 1) * 1_000_000))
         self.watchdog = Watchdog(config.request_timeout_s, config.slow_request_timeout_s, self._on_timeout)
         self._watched = self.watchdog.enabled  # a property: read once, not per request
+        self._guarded = self._watched or self._forward_stderr
         self._timed_out = False
 
     def _on_timeout(self) -> None:
@@ -342,7 +346,7 @@ class SyncWorker:
             except OSError:
                 sock.close()
                 continue
-            codec = FastCGIConnection(**self._codec_options)
+            codec = self._codec_options.new()
             codec.keepalive_veto = self._veto
             conn = Conn(sock, codec)
             conn.idle_since = time.monotonic()
@@ -412,7 +416,7 @@ class SyncWorker:
                     conn.input.feed(ev.data)
             elif kind is RequestReceived:
                 conn.request = ev
-                conn.input = InputStream(partial(self._pull, conn), self.config.max_body_bytes)
+                conn.input = InputStream(partial(self._pull, conn), self._max_body)
             elif kind is StdinEnded:
                 if conn.input is not None:
                     conn.input.end()
@@ -458,7 +462,6 @@ class SyncWorker:
 
     def _serve(self, conn: Conn, rid: int, environ: dict[str, Any]) -> None:
         stream = conn.input
-        config = self.config
         if self.pages is not None:
             reply = self.pages.answer_environ(environ)
             if reply is not None:
@@ -475,14 +478,16 @@ class SyncWorker:
                 self._send_or_drop(conn, conn.codec.send_response(rid, reply))
                 return
         environ["wsgi.input"] = stream
-        limit = config.max_body_bytes
+        limit = self._max_body
         if limit is not None and int(environ.get("CONTENT_LENGTH") or 0) > limit:
             logger.warning("request body over --max-body-size (%d bytes): 413", limit)
             self._send_or_drop(conn, conn.codec.send_response(rid, error_response(413), 1))
             conn.input = None
             return
-        responder = WSGIResponder(conn.codec, rid, conn.sock, environ, config.debug)
-        if config.forward_stderr:
+        # The responder's lock is needed only when another thread may send on this request:
+        # the watchdog (its 504), or app threads writing wsgi.errors with --forward-stderr.
+        responder = WSGIResponder(conn.codec, rid, conn.sock, environ, self._debug, self._guarded)
+        if self._forward_stderr:
             environ["wsgi.errors"] = ErrorStream(responder.forward_stderr)
         access = self.access
         if access is not None:

@@ -67,6 +67,23 @@ def text_params(params: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in params]
 
 
+def _fold(environ: dict[str, Any], name: str, http_name: str) -> str | None:
+    """``name`` (CONTENT_TYPE, CONTENT_LENGTH) with its ``HTTP_`` form folded in: the
+    ``HTTP_`` form is dropped, and fills ``name`` when that is empty or missing; an empty
+    ``name`` is dropped. Returns what ``name`` holds then. (``in`` and ``del`` rather than
+    ``pop``: compiled, ``dict.pop`` is a method lookup.)"""
+    value = environ.get(name)
+    if http_name in environ:
+        other = environ[http_name]
+        del environ[http_name]
+        if not value and other:
+            environ[name] = value = other
+    if value is not None and not value:
+        del environ[name]
+        return None
+    return value
+
+
 def build_environ(
     params: list[tuple[str, str]],
     base: dict[str, Any],
@@ -77,9 +94,11 @@ def build_environ(
     given as latin-1 ``str`` pairs (a codec built with ``text_params``, or text_params()).
     ``root_path`` is the mount point as configured (``--root-path``)."""
     environ = base.copy()
-    # One C-level pass for the common case; repeated names (two Cookie lines) show up as
+    # One pass for the common case (compiled, a plain loop costs less than ``update``, which
+    # treats each pair as a generic sequence); repeated names (two Cookie lines) show up as
     # a size mismatch and take the slow path that joins them.
-    environ.update(params)
+    for key, val in params:
+        environ[key] = val
     if len(environ) != len(base) + len(params):
         environ = base.copy()
         for key, val in params:
@@ -88,29 +107,19 @@ def build_environ(
             else:
                 environ[key] = val
 
-    ctype = environ.get("CONTENT_TYPE")
-    if not ctype or "HTTP_CONTENT_TYPE" in environ:
-        hctype = environ.pop("HTTP_CONTENT_TYPE", None)
-        if not ctype:
-            if hctype:
-                environ["CONTENT_TYPE"] = hctype
-            elif ctype is not None:
-                del environ["CONTENT_TYPE"]
-    clen = environ.get("CONTENT_LENGTH")
-    if not clen or "HTTP_CONTENT_LENGTH" in environ:
-        hlen = environ.pop("HTTP_CONTENT_LENGTH", None)
-        if not clen:
-            if hlen:
-                environ["CONTENT_LENGTH"] = clen = hlen
-            elif clen is not None:
-                del environ["CONTENT_LENGTH"]
+    _fold(environ, "CONTENT_TYPE", "HTTP_CONTENT_TYPE")
+    clen = _fold(environ, "CONTENT_LENGTH", "HTTP_CONTENT_LENGTH")
     if clen and not (clen.isascii() and clen.isdigit()):
         del environ["CONTENT_LENGTH"]  # not a length: the body is read to its end anyway
 
     # Routing: the module docstring's rule.
     uri = environ.get("REQUEST_URI")
     if uri is not None:
-        full, _, query = uri.partition("?")
+        mark = uri.find("?")
+        if mark < 0:
+            full, query = uri, ""
+        else:
+            full, query = uri[:mark], uri[mark + 1 :]
         if full[:1] != "/":
             full = origin_path(full)
         if "%" in full:

@@ -98,7 +98,13 @@ class WSGIResponder:
     )
 
     def __init__(
-        self, codec: FastCGIConnection, rid: int, sock: _socket.socket, environ: dict[str, Any], debug: bool
+        self,
+        codec: FastCGIConnection,
+        rid: int,
+        sock: _socket.socket,
+        environ: dict[str, Any],
+        debug: bool,
+        watched: bool = False,
     ) -> None:
         self.codec = codec
         self.rid = rid
@@ -119,8 +125,9 @@ class WSGIResponder:
         self.body_bytes = 0
         #: when a list, output is held here instead of sent (isolation "fail" policy)
         self.buffer: list[bytes] | None = None
-        # Held while encoding + sending, so the watchdog's 504 never interleaves with output.
-        self.lock = threading.Lock()
+        # Held while encoding + sending, so the watchdog's 504 never interleaves with output;
+        # None when no other thread can send on this request (``watched`` False).
+        self.lock: threading.Lock | None = threading.Lock() if watched else None
 
     def _send(self, data: bytes) -> None:
         if self.buffer is not None:
@@ -133,10 +140,16 @@ class WSGIResponder:
 
     def _emit(self, encode: Any, *args: Any) -> None:
         """Encode with the codec and send, unless the watchdog already ended the request."""
-        with self.lock:
+        lock = self.lock
+        if lock is not None:
+            lock.acquire()
+        try:
             if self.timed_out:
                 raise ClientGone("request timed out; the gateway already answered 504")
             self._send(encode(self.rid, *args))
+        finally:
+            if lock is not None:
+                lock.release()
 
     def forward_stderr(self, data: bytes) -> None:
         """``--forward-stderr``: ``wsgi.errors`` text as FCGI_STDERR of this request (nginx
@@ -149,7 +162,10 @@ class WSGIResponder:
 
     def timeout(self) -> None:
         """Called from the watchdog thread: end the request now (504 if nothing was sent)."""
-        if not self.lock.acquire(timeout=5):
+        lock = self.lock
+        if lock is None:
+            raise RuntimeError("timeout() on a responder built without watched=True")
+        if not lock.acquire(timeout=5):
             return  # stuck in a send: the master's kill will end the connection
         try:
             if self.timed_out:
@@ -167,7 +183,7 @@ class WSGIResponder:
         except (ClientGone, OSError):
             logger.info("could not deliver the 504 for %s", self.describe())
         finally:
-            self.lock.release()
+            lock.release()
 
     def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         if exc_info is not None:
@@ -210,16 +226,25 @@ class WSGIResponder:
             # A vectored write of record headers and slices: the body is never copied.
             buffers: list[bytes | bytearray | memoryview] = [body] if self.headers_sent else [self.head, body]
             self.headers_sent = self.ended = True
-            with self.lock:
+            lock = self.lock
+            if lock is not None:
+                lock.acquire()
+            try:
                 if self.timed_out:
                     raise ClientGone("request timed out; the gateway already answered 504")
                 sendmsg_all(self.sock, self.codec.send_response_parts(self.rid, buffers))
+            finally:
+                if lock is not None:
+                    lock.release()
             return
         if not self.headers_sent:
             body = self.head + body
             self.headers_sent = True
         self.ended = True
-        with self.lock:  # _emit(send_response, body), inline: every request comes here
+        lock = self.lock  # _emit(send_response, body), inline: every request comes here
+        if lock is not None:
+            lock.acquire()
+        try:
             if self.timed_out:
                 raise ClientGone("request timed out; the gateway already answered 504")
             data = self.codec.send_response(self.rid, body)
@@ -230,6 +255,9 @@ class WSGIResponder:
                 self.sock.sendall(data)
             except OSError as exc:
                 raise ClientGone(str(exc)) from None
+        finally:
+            if lock is not None:
+                lock.release()
 
     def _sendfile(self, wrapper: FileWrapper) -> bool:
         """Send a real file with os.sendfile between FastCGI record headers."""
