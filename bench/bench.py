@@ -9,7 +9,7 @@ Every backend serves the same app on a unix socket; one nginx (one worker, one g
 config) puts each (scenario, backend) pair on its own 127.0.0.1 port: ``fastcgi_pass`` for
 the FastCGI servers, ``proxy_pass`` with HTTP/1.1 keepalive for gunicorn and uvicorn.
 wrk (or, when wrk is missing, a small Python client) loads one port at a time, in
-interleaved rounds (A B C A B C ...), so a machine that drifts during the run moves every
+interleaved rounds (A B C C B A ...), so a machine that drifts during the run moves every
 row alike. Results: median req/s over the rounds (and their spread), ratio to uWSGI in
 the same scenario, p50/p99 latency, the backend's CPU time per request, non-2xx + socket
 errors, and memory from /proc: the RSS of the largest worker process (idle, after the

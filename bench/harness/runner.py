@@ -6,11 +6,12 @@ scenarios in groups that share backend processes (same app family and worker cou
 a memory scenario is a group of its own, on fresh processes): start the group's
 backends, check the first scenario's rows, read their idle memory (before the other rows'
 checks: a 1 MiB response would stay in it), check the rest, then per scenario either the
-throughput rounds (a warm-up run per row, then ``--rounds`` x one run per row, A B C A B C)
+throughput rounds (a warm-up run per row, then ``--rounds`` x one run per row, A B C C B A)
 or the memory requests (a few big requests per row, one at a time, with the worker's RSS
 sampled), then the memory after. With ``--variant`` (variants.py), each gateway row is
-one row per variant, on processes of its own, and every other round runs the rows in
-reverse order. :func:`run` is the whole of it, for ``main``.
+one row per variant, on processes of its own. Every other round runs the rows in reverse
+order, so that no row always runs first (or right after the same other row). :func:`run`
+is the whole of it, for ``main``.
 """
 
 from __future__ import annotations
@@ -223,15 +224,15 @@ class BenchRun:
                 print(f"!! {row.scenario}/{row.label}: {exc}\n{inst.log_tail()}", flush=True)
 
     def measure_scenario(self, sc: Scenario, rows: list[Row]) -> None:
-        """A warm-up run per row, then ``--rounds`` rounds of one run per row (A B C A B C;
-        with variants A B C C B A: every other round in reverse order)."""
+        """A warm-up run per row, then ``--rounds`` rounds of one run per row, every other
+        round in reverse order (A B C C B A ...)."""
         print(f"-- {sc.name}: {sc.description}", flush=True)
         mark = self.error_log.stat().st_size if self.error_log.exists() else 0
         if self.args.warmup > 0:
             for r in rows:
                 self.load.run(self.ports[(sc.name, r.label)], sc, self.args.warmup, self.args.conns)
         for n in range(self.args.rounds):
-            for r in rows[::-1] if self.args.variants and n % 2 else rows:
+            for r in rows[::-1] if n % 2 else rows:
                 pid = self._pid(r)
                 cpu = cpu_seconds(pid)
                 sample = self.load.run(self.ports[(sc.name, r.label)], sc, self.args.seconds, self.args.conns)
