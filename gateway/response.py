@@ -8,6 +8,7 @@ separate lines (docs/protocol-notes.md, peer bug 11).
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import Any
 
 from .protocol import RemoteProtocolError
 from .protocol.constants import RecordType
@@ -91,29 +92,38 @@ def error_response(status: int, detail: str | None = None) -> bytes:
     )
 
 
-def wsgi_header_block(status: str, headers: list[tuple[str, str]]) -> bytes:
-    """The CGI header block for a WSGI ``start_response(status, headers)``, validated."""
-    if (
-        not isinstance(status, str)
-        or len(status) < 3
-        or not status[:3].isdigit()
-        or status[3:4] not in ("", " ")
-    ):
+def wsgi_header_block(status: Any, headers: list[tuple[str, str]]) -> bytes:
+    """The CGI header block for a WSGI ``start_response(status, headers)``, validated.
+    (``status: Any``: whatever the app passed gets InvalidResponse, compiled or not.)"""
+    if not isinstance(status, str):
         raise InvalidResponse(f"invalid WSGI status {status!r} (expected e.g. '200 OK')")
+    line: str = status
+    if len(line) < 3 or not line[:3].isdigit() or line[3:4] not in ("", " "):
+        raise InvalidResponse(f"invalid WSGI status {line!r} (expected e.g. '200 OK')")
     try:
-        lines = ["Status: ", status, "\r\n"]
+        lines = ["Status: ", line, "\r\n"]
         for name, value in headers:
-            lines += (name, ": ", value, "\r\n")
+            lines.append(name)
+            lines.append(": ")
+            lines.append(value)
+            lines.append("\r\n")
         lines.append("\r\n")
-        block = "".join(lines).encode("latin-1")
+        text = "".join(lines)
     except (TypeError, ValueError) as exc:
         raise InvalidResponse(
             f"WSGI response headers must be a list of (str, str) latin-1 pairs: {exc}"
         ) from None
+    # Checked on the text, before encoding (compiled, str.count is a direct call where
+    # bytes.count is a method lookup): every CR and LF is one we put there.
     n = len(headers) + 2
-    if block.count(b"\n") != n or block.count(b"\r") != n or 0 in block:  # 0: see header_block
+    if text.count("\n") != n or text.count("\r") != n or "\0" in text:
         raise InvalidResponse("response header contains CR, LF or NUL (header injection refused)")
-    return block
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise InvalidResponse(
+            f"WSGI response headers must be a list of (str, str) latin-1 pairs: {exc}"
+        ) from None
 
 
 def failure_reply(rid: int, response: bytes) -> bytes:
