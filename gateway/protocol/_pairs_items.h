@@ -34,7 +34,7 @@ read_length(const unsigned char *p, Py_ssize_t end, Py_ssize_t *pos)
  * hash is already computed when the environ or scope dict is filled. Items are immutable,
  * so handing one out twice is safe. This is the module's state (one per module object,
  * so per interpreter); only short items at the first positions are kept, which bounds
- * what the cache holds on to. */
+ * what the cache holds on to. Cached names (str) are interned: see make_item. */
 #define CACHED_ITEMS 128
 #define CACHED_SIZE 256
 
@@ -69,6 +69,12 @@ make_item(pairs_cache *cache, const unsigned char *start, Py_ssize_t size, int t
         }
     }
     PyObject *item = new_item(start, size, text);
+    if (item != NULL && text && !(slot & 1)) {
+        /* A name (even slot): interned, so that it is the very object of the literals that
+         * look it up (``environ["PATH_INFO"]``): a dict lookup then matches it by identity
+         * instead of comparing the characters. Interned strings stay mortal. */
+        PyUnicode_InternInPlace(&item);
+    }
     if (item != NULL) {
         *cell = Py_NewRef(item);
         Py_XDECREF(old);
