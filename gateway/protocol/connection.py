@@ -204,9 +204,9 @@ class FastCGIConnection:
         # when built); every record then goes through the state table here, in order.
         # (Indexed, not unpacked: compiled, unpacking a tuple typed only at run time
         # iterates it; an indexed record of a typed list is read field by field.)
-        split = _split(self._buf, data)
-        records: list[tuple[int, int, bytes]] = split[0]
-        rest: bytes = split[1]
+        split: tuple[list[tuple[int, int, bytes]], bytes] = _split(self._buf, data)
+        records = split[0]
+        rest = split[1]
         requests = self._requests
         append = self._events.append
         try:

@@ -69,6 +69,10 @@ IDLE_CLOSE_S: Final = 0.02
 LINGER_S: Final = 2.0
 EPOLLEXCLUSIVE: Final = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
 _SOCK_STREAM: Final = int(socket.SOCK_STREAM)
+# Module attributes read per request, looked up once (compiled, ``socket.X`` and
+# ``time.monotonic`` are attribute lookups on a module at every use).
+_DONTWAIT: Final = int(socket.MSG_DONTWAIT)
+_monotonic: Final = time.monotonic
 
 
 def _describe(environ: dict[str, Any], seq: int) -> RequestInfo:
@@ -340,7 +344,7 @@ class SyncWorker:
                 sock.close()
                 continue
             try:
-                data = sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+                data = sock.recv(RECV_SIZE, _DONTWAIT)
             except BlockingIOError:
                 data = None
             except OSError:
@@ -349,7 +353,7 @@ class SyncWorker:
             codec = self._codec_options.new()
             codec.keepalive_veto = self._veto
             conn = Conn(sock, codec)
-            conn.idle_since = time.monotonic()
+            conn.idle_since = _monotonic()
             if self.slot is not None:
                 self.slot.accepted()
             self._conns[conn.fd] = conn
@@ -491,7 +495,7 @@ class SyncWorker:
             environ["wsgi.errors"] = ErrorStream(responder.forward_stderr)
         access = self.access
         if access is not None:
-            t0 = time.monotonic()
+            t0 = _monotonic()
         slot = self.slot
         if slot is not None:
             slot.start(
@@ -539,7 +543,7 @@ class SyncWorker:
                 environ.get("SERVER_PROTOCOL", ""),
                 responder.code,
                 responder.body_bytes,
-                time.monotonic() - t0,
+                _monotonic() - t0,
                 environ.get("HTTP_X_REQUEST_ID", "-"),
                 queued,
             )
@@ -550,7 +554,7 @@ class SyncWorker:
         stop accepting when a limit says so (recycling)."""
         conn.input = None
         conn.served += 1
-        conn.idle_since = time.monotonic()
+        conn.idle_since = _monotonic()
         if not ok:
             conn.dead = True
         if (self.control.request_done() or self._timed_out) and not self.draining:

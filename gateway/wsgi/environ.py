@@ -72,9 +72,9 @@ def _fold(environ: dict[str, Any], name: str, http_name: str) -> str | None:
     ``HTTP_`` form is dropped, and fills ``name`` when that is empty or missing; an empty
     ``name`` is dropped. Returns what ``name`` holds then. (``in`` and ``del`` rather than
     ``pop``: compiled, ``dict.pop`` is a method lookup.)"""
-    value = environ.get(name)
+    value: str | None = environ.get(name)
     if http_name in environ:
-        other = environ[http_name]
+        other: str = environ[http_name]
         del environ[http_name]
         if not value and other:
             environ[name] = value = other
@@ -112,8 +112,10 @@ def build_environ(
     if clen and not (clen.isascii() and clen.isdigit()):
         del environ["CONTENT_LENGTH"]  # not a length: the body is read to its end anyway
 
-    # Routing: the module docstring's rule.
-    uri = environ.get("REQUEST_URI")
+    # Routing: the module docstring's rule. (Values read back are typed ``str``: compiled,
+    # their methods are then direct calls, not lookups on an ``Any``.)
+    full: str
+    uri: str | None = environ.get("REQUEST_URI")
     if uri is not None:
         mark = uri.find("?")
         if mark < 0:
@@ -136,13 +138,13 @@ def build_environ(
         environ["SCRIPT_NAME"] = ""
         environ["PATH_INFO"] = full
 
-    https = environ.get("HTTPS")
+    https: str | None = environ.get("HTTPS")
     if https and https.lower() != "off":
         environ["wsgi.url_scheme"] = scheme = "https"
     else:
         environ["wsgi.url_scheme"] = scheme = environ.get("REQUEST_SCHEME") or "http"
     if not environ.get("SERVER_NAME"):
-        host = environ.get("HTTP_HOST", "")
+        host: str = environ.get("HTTP_HOST", "")
         if host:
             colon = host.rfind(":")
             if colon > host.rfind("]"):
