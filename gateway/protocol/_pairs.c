@@ -17,7 +17,7 @@
  *   A name-value pairs body (records.py_decode_pairs); text: latin-1 str items. Any body
  *   it rejects (ValueError: "not a well-formed body", nothing more) goes through the
  *   Python decoder, which raises the precise RemoteProtocolError.
- * No I/O. The pairs item cache is the module's only state (multi-phase init, m_size set,
+ * No I/O. The item and pair caches are the module's only state (multi-phase init, m_size set,
  * so each module object, one per interpreter, has its own); the GIL guards it.
  */
 #include "_pairs_items.h"
@@ -90,23 +90,20 @@ decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (v < 0 || n > end - pos || v > end - pos - n) {
             goto malformed;
         }
-        PyObject *pair = PyTuple_New(2);
+        Py_ssize_t index = PyList_GET_SIZE(pairs);
+        PyObject *name = make_item(cache, p + pos, n, text, 2 * index);
+        if (name == NULL) {
+            goto error;
+        }
+        PyObject *value = make_item(cache, p + pos + n, v, text, 2 * index + 1);
+        if (value == NULL) {
+            Py_DECREF(name);
+            goto error;
+        }
+        PyObject *pair = make_pair(cache, text, index, name, value);
         if (pair == NULL) {
             goto error;
         }
-        Py_ssize_t slot = 2 * PyList_GET_SIZE(pairs);
-        PyObject *name = make_item(cache, p + pos, n, text, slot);
-        if (name == NULL) {
-            Py_DECREF(pair);
-            goto error;
-        }
-        PyTuple_SET_ITEM(pair, 0, name);
-        PyObject *value = make_item(cache, p + pos + n, v, text, slot + 1);
-        if (value == NULL) {
-            Py_DECREF(pair);
-            goto error;
-        }
-        PyTuple_SET_ITEM(pair, 1, value);
         int failed = PyList_Append(pairs, pair);
         Py_DECREF(pair);
         if (failed) {
@@ -221,6 +218,9 @@ pairs_traverse(PyObject *module, visitproc visit, void *arg)
             for (int i = 0; i < CACHED_ITEMS; i++) {
                 Py_VISIT(cache->items[row][i]);
             }
+            for (int i = 0; i < CACHED_PAIRS; i++) {
+                Py_VISIT(cache->pairs[row][i]);
+            }
         }
     }
     return 0;
@@ -234,6 +234,9 @@ pairs_clear(PyObject *module)
         for (int row = 0; row < 2; row++) {
             for (int i = 0; i < CACHED_ITEMS; i++) {
                 Py_CLEAR(cache->items[row][i]);
+            }
+            for (int i = 0; i < CACHED_PAIRS; i++) {
+                Py_CLEAR(cache->pairs[row][i]);
             }
         }
     }

@@ -38,8 +38,13 @@ read_length(const unsigned char *p, Py_ssize_t end, Py_ssize_t *pos)
 #define CACHED_ITEMS 128
 #define CACHED_SIZE 256
 
+#define CACHED_PAIRS (CACHED_ITEMS / 2)
+
 typedef struct {
     PyObject *items[2][CACHED_ITEMS];
+    /* the (name, value) tuples returned last time, by position: a pair whose name and
+     * value are the cached items again is that same tuple again */
+    PyObject *pairs[2][CACHED_PAIRS];
 } pairs_cache;
 
 static PyObject *
@@ -80,6 +85,33 @@ make_item(pairs_cache *cache, const unsigned char *start, Py_ssize_t size, int t
         Py_XDECREF(old);
     }
     return item;
+}
+
+/* The tuple (name, value) at pair position ``index``; steals both references. The
+ * previous body's tuple at that position when it holds these very objects (both came
+ * from the item cache), else a new tuple, remembered for next time. */
+static PyObject *
+make_pair(pairs_cache *cache, int text, Py_ssize_t index, PyObject *name, PyObject *value)
+{
+    PyObject **cell = index < CACHED_PAIRS ? &cache->pairs[text][index] : NULL;
+    if (cell != NULL && *cell != NULL && PyTuple_GET_ITEM(*cell, 0) == name &&
+        PyTuple_GET_ITEM(*cell, 1) == value) {
+        Py_DECREF(name);
+        Py_DECREF(value);
+        return Py_NewRef(*cell);
+    }
+    PyObject *pair = PyTuple_New(2);
+    if (pair == NULL) {
+        Py_DECREF(name);
+        Py_DECREF(value);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(pair, 0, name);
+    PyTuple_SET_ITEM(pair, 1, value);
+    if (cell != NULL) {
+        Py_XSETREF(*cell, Py_NewRef(pair));
+    }
+    return pair;
 }
 
 #endif

@@ -149,6 +149,12 @@ def test_items_reused_by_position_are_still_the_right_ones(text):
     a = decode_pairs(encode_pairs(first), None, text)
     b = decode_pairs(encode_pairs(first), None, text)
     assert a[1][0] is b[1][0]  # the same name object: its hash is computed once
+    assert a[1] is b[1]  # and the same pair: neither item changed
+    c = decode_pairs(encode_pairs(second), None, text)
+    assert c[1] is b[1] and c[0] is not b[0]  # REMOTE_PORT changed, HTTP_HOST did not
+    assert c[0] == (("REMOTE_PORT", "50002") if text else (b"REMOTE_PORT", b"50002"))
+    if text:  # names are interned: the literals that look them up match them by identity
+        assert c[0][0] is sys.intern("REMOTE_PORT")
 
 
 @pytest.mark.parametrize("text", [False, True])
