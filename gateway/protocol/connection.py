@@ -43,7 +43,6 @@ from .events import (
     StdinReceived,
 )
 from .records import (
-    BEGIN_BODY,
     decode_pairs,
     encode_end_request,
     encode_pairs,
@@ -73,7 +72,6 @@ _GET_VALUES_T: Final = int(RecordType.GET_VALUES)
 #: generated __new__ is a Python function wrapping the same call).
 _new: Final = tuple.__new__
 _RECEIVE: Final = RECEIVE_FLAT
-_unpack_begin: Final = BEGIN_BODY.unpack
 _split = split_records  # not Final: tests/protocol/test_split_fuzz.py patches it
 _A_BEGIN: Final = Action.BEGIN
 _A_PARAMS: Final = Action.PARAMS
@@ -254,8 +252,8 @@ class FastCGIConnection:
                         raise RemoteProtocolError(
                             f"FCGI_BEGIN_REQUEST body must be 8 bytes, got {len(content)}"
                         )
-                    role, flags = _unpack_begin(content)
-                    self._begin(rid, role, flags)
+                    # (the body is "!HB5x": read by index, a direct read when compiled)
+                    self._begin(rid, content[0] << 8 | content[1], content[2])
                 else:
                     self._record(rtype, rid, content, req, action)
             # The scanner stops before a header it cannot read whole, a record not yet
