@@ -109,21 +109,17 @@ def wsgi_header_block(status: Any, headers: list[tuple[str, str]]) -> bytes:
             lines.append("\r\n")
         lines.append("\r\n")
         text = "".join(lines)
+        block = text.encode("latin-1")
     except (TypeError, ValueError) as exc:
         raise InvalidResponse(
             f"WSGI response headers must be a list of (str, str) latin-1 pairs: {exc}"
         ) from None
-    # Checked on the text, before encoding (compiled, str.count is a direct call where
-    # bytes.count is a method lookup): every CR and LF is one we put there.
+    # Checked on the text (compiled, str.count is a direct call where bytes.count is a
+    # method lookup): every CR and LF is one we put there.
     n = len(headers) + 2
     if text.count("\n") != n or text.count("\r") != n or "\0" in text:
         raise InvalidResponse("response header contains CR, LF or NUL (header injection refused)")
-    try:
-        return text.encode("latin-1")
-    except UnicodeEncodeError as exc:
-        raise InvalidResponse(
-            f"WSGI response headers must be a list of (str, str) latin-1 pairs: {exc}"
-        ) from None
+    return block
 
 
 def failure_reply(rid: int, response: bytes) -> bytes:

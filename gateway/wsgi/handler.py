@@ -138,18 +138,28 @@ class WSGIResponder:
         except OSError as exc:
             raise ClientGone(str(exc)) from None
 
-    def _emit(self, encode: Any, *args: Any) -> None:
-        """Encode with the codec and send, unless the watchdog already ended the request."""
+    def _hold(self) -> None:
+        """Before encoding and sending: take the lock, when there is one; ClientGone when
+        the watchdog already ended the request. ``_release`` after."""
         lock = self.lock
         if lock is not None:
             lock.acquire()
+        if self.timed_out:
+            self._release()
+            raise ClientGone("request timed out; the gateway already answered 504")
+
+    def _release(self) -> None:
+        lock = self.lock
+        if lock is not None:
+            lock.release()
+
+    def _emit(self, encode: Any, *args: Any) -> None:
+        """Encode with the codec and send, unless the watchdog already ended the request."""
+        self._hold()
         try:
-            if self.timed_out:
-                raise ClientGone("request timed out; the gateway already answered 504")
             self._send(encode(self.rid, *args))
         finally:
-            if lock is not None:
-                lock.release()
+            self._release()
 
     def forward_stderr(self, data: bytes) -> None:
         """``--forward-stderr``: ``wsgi.errors`` text as FCGI_STDERR of this request (nginx
@@ -226,38 +236,21 @@ class WSGIResponder:
             # A vectored write of record headers and slices: the body is never copied.
             buffers: list[bytes | bytearray | memoryview] = [body] if self.headers_sent else [self.head, body]
             self.headers_sent = self.ended = True
-            lock = self.lock
-            if lock is not None:
-                lock.acquire()
+            self._hold()
             try:
-                if self.timed_out:
-                    raise ClientGone("request timed out; the gateway already answered 504")
                 sendmsg_all(self.sock, self.codec.send_response_parts(self.rid, buffers))
             finally:
-                if lock is not None:
-                    lock.release()
+                self._release()
             return
         if not self.headers_sent:
             body = self.head + body
             self.headers_sent = True
         self.ended = True
-        lock = self.lock  # _emit(send_response, body), inline: every request comes here
-        if lock is not None:
-            lock.acquire()
+        self._hold()  # _emit(send_response, body) without its generic call: every request comes here
         try:
-            if self.timed_out:
-                raise ClientGone("request timed out; the gateway already answered 504")
-            data = self.codec.send_response(self.rid, body)
-            if self.buffer is not None:
-                self.buffer.append(data)
-                return
-            try:
-                self.sock.sendall(data)
-            except OSError as exc:
-                raise ClientGone(str(exc)) from None
+            self._send(self.codec.send_response(self.rid, body))
         finally:
-            if lock is not None:
-                lock.release()
+            self._release()
 
     def _sendfile(self, wrapper: FileWrapper) -> bool:
         """Send a real file with os.sendfile between FastCGI record headers."""
