@@ -50,7 +50,7 @@ from ..protocol import (
 )
 from ..response import protocol_error_reply
 from ..sockets import ClientFilter, describe
-from .base import WorkerControl, codec_options
+from .base import CodecOptions, WorkerControl
 
 if TYPE_CHECKING:  # imported only where used: status pages (json), the slow log, queue time
     from ..queueing import Queueing
@@ -380,7 +380,7 @@ class AsyncWorker:
         self._baseline: contextvars.Context | None = None
         self.signal_received: int | None = None
         #: FastCGIConnection arguments, the same for every connection
-        self.codec_options = codec_options(config, multiplex=True)
+        self.codec_options = CodecOptions(config, multiplex=True)
         self.veto = self.keepalive_veto  # one bound method for every connection
         self._timed = bool(config.request_timeout_s or config.slow_request_timeout_s)
 

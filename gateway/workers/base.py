@@ -1,5 +1,5 @@
 """What every worker shares: the control channel to the master, the recycling limits, and
-the codec's arguments from the Config (``codec_options``).
+the codec's arguments from the Config (``CodecOptions``).
 
 A worker runs in a child process forked by the arbiter. ``WorkerControl`` writes one-line
 messages on a pipe shared with the master (each under PIPE_BUF, so writes from several
@@ -53,7 +53,7 @@ class CodecOptions:
     ``new()`` makes a codec by naming each argument: compiled, that is a direct call, where
     ``FastCGIConnection(**options)`` parses a keyword dict on every connection."""
 
-    def __init__(self, config: Config, multiplex: bool, text_params: bool) -> None:
+    def __init__(self, config: Config, *, multiplex: bool, text_params: bool = False) -> None:
         self.multiplex = multiplex
         self.max_conns: int = config.max_connections
         self.max_reqs: int = config.max_connections if multiplex else 1
@@ -72,11 +72,6 @@ class CodecOptions:
             max_requests=self.max_requests,
             text_params=self.text_params,
         )
-
-
-def codec_options(config: Config, *, multiplex: bool, text_params: bool = False) -> CodecOptions:
-    """The codec arguments of a worker's connections (see ``CodecOptions``)."""
-    return CodecOptions(config, multiplex, text_params)
 
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096

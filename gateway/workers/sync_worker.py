@@ -54,7 +54,7 @@ from ..watchdog import Running, Watchdog
 from ..wsgi.environ import build_environ
 from ..wsgi.handler import WSGIResponder
 from ..wsgi.streams import ErrorStream, FileWrapper, InputStream
-from .base import WorkerControl, codec_options
+from .base import CodecOptions, WorkerControl
 from .sync_conn import Conn
 
 logger = logging.getLogger("gateway.error")
@@ -123,7 +123,7 @@ class SyncWorker:
         self._listeners: dict[int, socket.socket] = {}
         self._families: dict[int, int] = {}
         # Per-connection and per-request constants, looked up once (hot path).
-        self._codec_options = codec_options(config, multiplex=False, text_params=True)
+        self._codec_options = CodecOptions(config, multiplex=False, text_params=True)
         self._max_connections = config.max_connections
         self._veto = self._keepalive_veto
         self._base = {
