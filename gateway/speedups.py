@@ -51,6 +51,7 @@ NATIVE: dict[str, str] = {
 #: The modules compiled with mypyc by ``FCGI_GATEWAY_MYPYC=1 pip install .`` (setup.py reads
 #: this list): the sync worker's per-request path. Each is its own reference and fallback.
 COMPILED: tuple[str, ...] = (
+    "gateway.isolation.probe",
     "gateway.protocol.connection",
     "gateway.protocol.constants",
     "gateway.protocol.errors",

@@ -51,6 +51,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .probe import Probe
+
 logger = logging.getLogger("gateway.isolation")
 _pid = os.getpid
 
@@ -236,9 +238,8 @@ class IsolationLayer:
         self.on_recycle = on_recycle
         self.on_finding = on_finding
         self.counts: Counter[str] = Counter()
+        self._fails = "fail" in self.policies.values() or default_policy == "fail"
         self._index()
-        #: A "fail" policy needs the response held back until the checks have run.
-        self.buffering = self.enabled and ("fail" in self.policies.values() or default_policy == "fail")
 
     def _index(self) -> None:
         """Per hook, the checkers that override it (lists are replaced, never mutated, so
@@ -254,6 +255,15 @@ class IsolationLayer:
             c.uses_info for c in self._thread_exit
         )
         self.enabled = bool(self.checkers)
+        #: A "fail" policy needs the response held back until the checks have run.
+        self.buffering = self.enabled and self._fails
+        #: the sole checker's lock-free probe (the globals checker's:
+        #: gateway/isolation/probe.py) when the layer is light and holds no response back:
+        #: the sync worker then reads only this before a request, asks the probe after
+        #: it, and calls ``after_sync`` only when the probe saw a change
+        probe = getattr(self._thread_exit[0], "probe", None) if len(self._thread_exit) == 1 else None
+        usable = self.light and not self.buffering and isinstance(probe, Probe)
+        self.probe: Probe | None = probe if usable else None
         for checker in self.checkers:
             self._kind_defaults.update(checker.default_policies)
             self._recycle_unrepaired.update(checker.recycle_unrepaired)

@@ -21,13 +21,14 @@ line at the snapshot names them), so a big cache does not make every request O(n
 
 The check runs in ``thread_exit``: in the thread that ran the request, right after its
 response was closed (on the async worker's WSGI bridge that is before ``after_request``).
-The common case — nothing changed — is one list comparison, read without a lock and made
-in C (no Python bytecode per item): the number of modules, the lengths of the namespaces,
-the objects bound to each namespace's state names (one ``itemgetter`` per namespace) and
-the data containers themselves, against the same list kept from the last check, which
-holds copies of the containers (identity first, then ``==``: an object replaced by an
-equal one is not a change); then the samples of the big containers. Only when it differs are the places
-compared one by one, under a lock, to name what changed.
+The common case — nothing changed — is the checker's ``Probe`` (gateway/isolation/probe.py,
+compiled with the request path), read without a lock: the number of modules and the
+lengths of the namespaces, the object bound to each state name by identity, each data
+container against a copy of it from the last check (identity first, then ``==``: an
+object replaced by an equal one is not a change), then the samples of the big
+containers. The sync worker asks the probe itself after each request and calls the
+layer only when it saw something. Only then are the places compared one by one, under
+a lock, to name what changed.
 
 Findings carry type names, never values. ``repair`` puts back the snapshot's object
 (shallow): a rebound global or attribute, a dict entry, a replaced list item. Growth of
@@ -46,23 +47,21 @@ from __future__ import annotations
 
 import collections
 import logging
-import operator
 import os
 import sys
 import threading
 import types
 from collections.abc import Callable
-from operator import itemgetter
 from typing import Any
 
 from .appmodules import Allowlist, app_modules
 from .base import _NOTHING, Checker, Finding, RequestInfo
 from .places import CONTAINERS, Namespace, Place, Sampled, fingerprint, is_code, place_for, same, sample
+from .probe import Probe, Snapshot
 
 WARMUP_ENV = "FCGI_GATEWAY_ISOLATION_WARMUP"
 TRACK_MAX_ENV = "FCGI_GATEWAY_ISOLATION_TRACK_MAX"
 logger = logging.getLogger("gateway.isolation")
-_call = operator.call
 
 
 def _copy(place: Place, fp: list[Any]) -> Any:
@@ -105,8 +104,8 @@ class GlobalsChecker(Checker):
         self._ids: dict[int, str] = {}  # id of a watched object -> its label: watched once
         self.modules: set[str] = set()
         self.nmods = 0
-        #: what the lock-free check compares (see _index)
-        self._fast: tuple[Any, ...] = ([len], [sys.modules], [], [-1], None)
+        #: the lock-free check (see _index); never unchanged until the first snapshot
+        self.probe = Probe()
         self._lock = threading.Lock()  # thread_exit runs in several bridge threads
 
     def after_load(self, app: Any) -> list[Finding]:
@@ -185,54 +184,35 @@ class GlobalsChecker(Checker):
                     self._inside(inner)
 
     def _index(self) -> None:
-        """What the lock-free check compares (replaced, never mutated): the number of
-        modules and the namespaces' lengths; the objects bound to each namespace's state
-        names (one ``itemgetter`` per namespace); and each data container itself, against a
-        copy of it as of the last check."""
+        """The probe's new snapshot (gateway/isolation/probe.py), swapped in whole: the
+        number of modules and the namespaces' lengths; the object bound to each state name
+        of each namespace; and each data container, with a copy of it as of now."""
         spaces = [p for p in self.places.values() if isinstance(p, Namespace) and p.dict is not None]
-        watched = [p for p in spaces if p.last]
         indexed = set(map(id, spaces))
         data = [p for p in self.places.values() if not isinstance(p, Sampled) and id(p) not in indexed]
         big = [p for p in self.places.values() if isinstance(p, Sampled)]
-        #: what is read: the number of modules, each namespace's length, the objects bound
-        #: to its state names; one map of (probe, target) pairs
-        probes: list[Callable[[Any], Any]] = [
-            len,
-            *(len for _ in spaces),
-            *(itemgetter(*p.last) for p in watched),
-        ]
-        targets = [sys.modules, *(p.dict for p in spaces), *(p.dict for p in watched)]
-        self._fast = (
-            probes,
-            targets,
+        bound = [(p.dict, name, value) for p in spaces for name, value in p.last.items()]
+        self.probe.now = Snapshot(
+            [sys.modules, *(p.dict for p in spaces)],
+            [len(sys.modules), *(len(p.ns) for p in spaces)],
+            [d for d, _, _ in bound],
+            [name for _, name, _ in bound],
+            [value for _, _, value in bound],
             [p.ns if isinstance(p, Namespace) else p.obj for p in data],
-            [
-                len(sys.modules),
-                *(len(p.ns) for p in spaces),
-                *(
-                    next(iter(p.last.values())) if len(p.last) == 1 else tuple(p.last.values())
-                    for p in watched
-                ),
-                *(_copy(p, self._fps[p.label]) for p in data),
-            ],
-            ([p.obj for p in big], [self._fps[p.label] for p in big]) if big else None,
+            [_copy(p, self._fps[p.label]) for p in data],
+            [p.obj for p in big],
+            [self._fps[p.label] for p in big],
+            sample,
         )
 
     # -- the check ------------------------------------------------------------------------
 
     def thread_exit(self, info: RequestInfo) -> list[Finding]:
         # In the thread that ran the request, right after its response was closed. The
-        # common case reads only, without the lock: one list made in C (the probes'
-        # readings, then the containers themselves) compared with the one kept from the
-        # last check (identity first per item); the samples of the big containers.
-        probes, targets, containers, expected, ends = self._fast
-        try:
-            if [*map(_call, probes, targets), *containers] == expected and (
-                ends is None or list(map(sample, ends[0])) == ends[1]
-            ):
-                return _NOTHING
-        except Exception:  # a name deleted, an __eq__ of the app's that raises, a dict resized
-            pass
+        # common case reads only, without the lock (the probe); the sync worker asks the
+        # probe itself and calls this only when it saw something.
+        if self.probe.unchanged():
+            return _NOTHING
         with self._lock:
             return self._check()
 
@@ -246,6 +226,8 @@ class GlobalsChecker(Checker):
             self._add(app_modules())
         findings: list[Finding] = []
         for label, place in list(self.places.items()):
+            if self.places.get(label) is not place:
+                continue  # replaced while this loop ran (a container rebound in a namespace)
             now = fingerprint(place)
             if same(now, self._fps[label]):
                 continue

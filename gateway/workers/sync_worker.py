@@ -505,14 +505,19 @@ class SyncWorker:
                 queued,
             )
         layer = self.isolation
+        probe = None
         if layer is not None:
-            light = layer.light
-            if not light:  # a light layer's checks need no RequestInfo (after_sync)
-                info = _describe(environ, self.requests_served + 1)
-                if layer.needs_before:
-                    layer.before_request(info)
-            if layer.buffering:
-                responder.buffer = []
+            # With a probe, the layer needs nothing before the request (the common case:
+            # one attribute read); see IsolationLayer._index.
+            probe = layer.probe
+            if probe is None:
+                light = layer.light
+                if not light:  # a light layer's checks need no RequestInfo (after_sync)
+                    info = _describe(environ, self.requests_served + 1)
+                    if layer.needs_before:
+                        layer.before_request(info)
+                if layer.buffering:
+                    responder.buffer = []
         if self._watched:
             watchdog = self.watchdog
             running = Running(responder, responder.describe())
@@ -523,16 +528,20 @@ class SyncWorker:
             ok = self._baseline.copy().run(responder.run, self.app)
         self.requests_served += 1
         if layer is not None:
-            if light:
-                failing = layer.after_sync(_describe, environ, self.requests_served)
+            if probe is not None:
+                if not probe.unchanged():  # else nothing it watches changed: the layer is not called
+                    layer.after_sync(_describe, environ, self.requests_served)  # no fail policy
             else:
-                failing = layer.after_request(info)
-            if responder.buffer is not None:
-                held, responder.buffer = responder.buffer, None
-                if failing:
-                    body = error_response(500, describe_failure(failing))
-                    held = [failure_reply(rid, body)]
-                self._send_or_drop(conn, b"".join(held))
+                if light:
+                    failing = layer.after_sync(_describe, environ, self.requests_served)
+                else:
+                    failing = layer.after_request(info)
+                if responder.buffer is not None:
+                    held, responder.buffer = responder.buffer, None
+                    if failing:
+                        body = error_response(500, describe_failure(failing))
+                        held = [failure_reply(rid, body)]
+                    self._send_or_drop(conn, b"".join(held))
         if slot is not None:
             slot.finish(responder.code)
         if access is not None:
