@@ -77,24 +77,22 @@ class Snapshot:
     def unchanged(self) -> bool:
         if not self.taken:
             return False
+        # The lists of each pair were made together, of one length; mypyc compiles a zip()
+        # without keywords into one loop (strict=True would make it a generic call).
         try:
-            sized, sizes = self.sized, self.sizes
-            for i in range(len(sized)):
-                if len(sized[i]) != sizes[i]:
+            for obj, size in zip(self.sized, self.sizes):  # noqa: B905
+                if len(obj) != size:
                     return False
-            owners, names, bound = self.owners, self.names, self.bound
-            for i in range(len(owners)):
-                if owners[i].get(names[i], _MISSING) is not bound[i]:
+            for owner, name, value in zip(self.owners, self.names, self.bound):  # noqa: B905
+                if owner.get(name, _MISSING) is not value:
                     return False
-            containers, copies = self.containers, self.copies
-            for i in range(len(containers)):
-                if containers[i] != copies[i]:
+            for container, copy in zip(self.containers, self.copies):  # noqa: B905
+                if container != copy:
                     return False
-            big = self.big
-            if big:
-                samples, sample = self.samples, self.sample
-                for i in range(len(big)):
-                    if sample(big[i]) != samples[i]:
+            if self.big:
+                sample = self.sample
+                for obj, last in zip(self.big, self.samples):  # noqa: B905
+                    if sample(obj) != last:
                         return False
         except Exception:  # a dict resized while read, an __eq__ of the app's that raises
             return False
