@@ -119,6 +119,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         f"{','.join(ISOLATION_COST_SCENARIOS)} --only {','.join(ISOLATION_COST_ROWS)} unless given "
         "(add uwsgi to --only for the ratio to uWSGI)",
     )
+    ap.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start the backends anew before every round (after the first), each warmed up again: "
+        "rounds then sample several processes, not one (a process's memory layout and hash seed "
+        "move its CPU time per request for its whole life); the memory columns then mix the first "
+        "and the last processes: do not read them",
+    )
     ap.add_argument("--startup-timeout", type=float, default=60, help="seconds for the backends to come up")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
     args = ap.parse_args(argv)

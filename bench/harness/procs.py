@@ -61,17 +61,23 @@ def workers_of(tree: list[int]) -> list[int]:
     return tree[1:] if len(tree) > 1 else tree
 
 
-def cpu_seconds(root: int) -> float:
-    """User + system CPU time of ``root``'s process tree so far (exited children not included:
-    backends keep their workers during a run)."""
-    total = 0
+def cpu_times(root: int) -> tuple[float, float]:
+    """User and system CPU time of ``root``'s process tree so far (exited children not
+    included: backends keep their workers during a run)."""
+    user = system = 0
     for pid in process_tree(root):
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return total / _TICKS
+        user += int(fields[11])  # utime, stime: fields 14 and 15 of stat
+        system += int(fields[12])
+    return user / _TICKS, system / _TICKS
+
+
+def cpu_seconds(root: int) -> float:
+    """User + system CPU time of ``root``'s process tree so far (see ``cpu_times``)."""
+    return sum(cpu_times(root))
 
 
 def memory_kb(pid: int) -> dict[str, int]:

@@ -28,7 +28,16 @@ from .backends import APPS_BY_FAMILY, BACKEND, BACKENDS, PROJECT_ROWS, REFERENCE
 from .environment import backend_env, compile_sources, machine_info, probe
 from .load import Load, check_response, memory_request
 from .nginx import find_nginx, nginx_errors_by_port, start_nginx
-from .procs import Instance, PeakWatch, RssReading, RssSampler, cpu_seconds, rss_reading, stop_group
+from .procs import (
+    Instance,
+    PeakWatch,
+    RssReading,
+    RssSampler,
+    cpu_seconds,
+    cpu_times,
+    rss_reading,
+    stop_group,
+)
 from .results import Row
 from .scenarios import (
     MEMORY_BYTES,
@@ -232,17 +241,41 @@ class BenchRun:
             for r in rows:
                 self.load.run(self.ports[(sc.name, r.label)], sc, self.args.warmup, self.args.conns)
         for n in range(self.args.rounds):
+            if n and self.args.fresh:
+                self._restart(sc, rows)
             for r in rows[::-1] if n % 2 else rows:
                 pid = self._pid(r)
-                cpu = cpu_seconds(pid)
+                user, system = cpu_times(pid)
                 sample = self.load.run(self.ports[(sc.name, r.label)], sc, self.args.seconds, self.args.conns)
-                sample.cpu_s = cpu_seconds(pid) - cpu
+                user2, system2 = cpu_times(pid)
+                sample.cpu_s = user2 - user + system2 - system
                 r.samples.append(sample)
                 err = sample.non2xx + sample.socket_errors
                 note = f"  {err} errors" if err else ""
-                cpu_us = f"{sample.cpu_s / sample.requests * 1e6:8.1f} us CPU/req" if sample.requests else ""
+                cpu_us = ""
+                if sample.requests:  # the kernel's share: system time (the rest is user time)
+                    share = 100 * (system2 - system) / sample.cpu_s if sample.cpu_s else 0.0
+                    kernel = f" ({share:.0f}% system)" if sample.cpu_s else ""
+                    cpu_us = f"{sample.cpu_s / sample.requests * 1e6:8.1f} us CPU/req{kernel}"
                 print(f"   round {n + 1}  {r.label:28} {sample.rps:9.0f} req/s {cpu_us}{note}", flush=True)
         self._nginx_errors(sc, rows, mark)
+
+    def _restart(self, sc: Scenario, rows: list[Row]) -> None:
+        """``--fresh``: new processes for ``rows`` before a round (stopped, their socket
+        removed, started and warmed up again). A process's memory layout and hash seed move
+        its CPU time per request by several percent for as long as it lives, so rounds on
+        the same processes all lean the same way; new ones each round average that out."""
+        deadline = time.monotonic() + self.args.startup_timeout
+        for r in rows:
+            inst = self.instances[self._key(r)]
+            if inst.proc is not None:
+                stop_group(inst.proc)
+            Path(inst.sock).unlink(missing_ok=True)
+            inst.start(self.env)
+        for r in rows:
+            self.instances[self._key(r)].wait_listening(deadline)
+            if self.args.warmup > 0:
+                self.load.run(self.ports[(sc.name, r.label)], sc, self.args.warmup, self.args.conns)
 
     def measure_memory(self, sc: Scenario, rows: list[Row]) -> None:
         """No warm-up (the idle reading is before any big request); ``min(--rounds, 3)``
