@@ -87,6 +87,20 @@ def test_tiny_run_measures_every_gateway_row(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_fresh_rounds_run_on_new_processes(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(BENCH), "--no-install", "--json", str(out), "--fresh", "--rounds", "3"]
+    cmd += ["--seconds", "1", "--warmup", "0.5", "--scenarios", "hello", "--only", "project-wsgi"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    print(done.stdout[-6000:], done.stderr[-6000:], sep="\n")
+    assert done.returncode == 0, f"bench exited with {done.returncode}"
+    assert done.stdout.count("new processes: project-wsgi") == 2  # before rounds 2 and 3
+    [row] = json.loads(out.read_text())["results"]
+    assert row["status"] == "ok" and len(row["samples"]) == 3, row
+    assert all(s["requests"] > 0 and s["cpu_s"] > 0 for s in row["samples"]), row
+
+
+@pytest.mark.slow
 def test_python_client_fallback(tmp_path: Path) -> None:
     data = _run(tmp_path, "--client", "python", "--scenarios", "hello", "--only", "project-wsgi,project-asgi")
     _check_rows(data, ("hello",), ("project-wsgi", "project-asgi"))

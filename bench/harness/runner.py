@@ -272,6 +272,7 @@ class BenchRun:
                 stop_group(inst.proc)
             Path(inst.sock).unlink(missing_ok=True)
             inst.start(self.env)
+        print(f"   new processes: {', '.join(r.label for r in rows)}", flush=True)
         for r in rows:
             self.instances[self._key(r)].wait_listening(deadline)
             if self.args.warmup > 0:
