@@ -12,6 +12,7 @@ from test_iso_checkers import module as module  # a fixture (re-exported: pytest
 from test_iso_inplace import SOURCE, checker_for
 from test_iso_layer import Quiet
 
+from gateway.isolation import appmodules
 from gateway.isolation.base import IsolationLayer
 from gateway.isolation.globals import GlobalsChecker
 from gateway.isolation.probe import Probe, Snapshot
@@ -97,8 +98,9 @@ def app(environ, start_response):
 STATE: dict[str, str] = {}
 
 
-def test_the_sync_worker_calls_the_layer_only_when_the_probe_saw_a_change(tmp_path, monkeypatch, caplog):
-    monkeypatch.setenv("FCGI_GATEWAY_ISOLATION_MODULES", __name__)
+def test_the_sync_worker_calls_the_layer_only_when_the_probe_saw_a_change(tmp_path, monkeypatch):
+    monkeypatch.setenv("FCGI_GATEWAY_ISOLATION_MODULES", __name__)  # this module only
+    monkeypatch.setattr(appmodules, "_verdicts", {})  # decided anew, and put back afterwards
     checker = GlobalsChecker(warmup=1)
     layer = IsolationLayer([checker])
     layer.after_load(app)
@@ -122,4 +124,4 @@ def test_the_sync_worker_calls_the_layer_only_when_the_probe_saw_a_change(tmp_pa
             rig.worker._readable(conn)
             assert b"ok" in rig.client.recv(1 << 16)
     assert calls == ["/warm", "/leak"]  # the warm-up, then only the request that wrote
-    assert any("entry" in line and "STATE" in line for _, line in rig.log)
+    assert any("[global-entry]" in line and f"{__name__}:STATE" in line for _, line in rig.log)
