@@ -237,9 +237,7 @@ class BenchRun:
         round in reverse order (A B C C B A ...)."""
         print(f"-- {sc.name}: {sc.description}", flush=True)
         mark = self.error_log.stat().st_size if self.error_log.exists() else 0
-        if self.args.warmup > 0:
-            for r in rows:
-                self.load.run(self.ports[(sc.name, r.label)], sc, self.args.warmup, self.args.conns)
+        self._warm_up(sc, rows)
         for n in range(self.args.rounds):
             if n and self.args.fresh:
                 self._restart(sc, rows)
@@ -248,14 +246,14 @@ class BenchRun:
                 user, system = cpu_times(pid)
                 sample = self.load.run(self.ports[(sc.name, r.label)], sc, self.args.seconds, self.args.conns)
                 user2, system2 = cpu_times(pid)
-                sample.cpu_s = user2 - user + system2 - system
+                kernel_s = system2 - system
+                sample.cpu_s = user2 - user + kernel_s
                 r.samples.append(sample)
                 err = sample.non2xx + sample.socket_errors
                 note = f"  {err} errors" if err else ""
                 cpu_us = ""
-                if sample.requests:  # the kernel's share: system time (the rest is user time)
-                    share = 100 * (system2 - system) / sample.cpu_s if sample.cpu_s else 0.0
-                    kernel = f" ({share:.0f}% system)" if sample.cpu_s else ""
+                if sample.requests:  # with the kernel's share: system time (the rest is user time)
+                    kernel = f" ({100 * kernel_s / sample.cpu_s:.0f}% system)" if sample.cpu_s else ""
                     cpu_us = f"{sample.cpu_s / sample.requests * 1e6:8.1f} us CPU/req{kernel}"
                 print(f"   round {n + 1}  {r.label:28} {sample.rps:9.0f} req/s {cpu_us}{note}", flush=True)
         self._nginx_errors(sc, rows, mark)
@@ -275,7 +273,12 @@ class BenchRun:
         print(f"   new processes: {', '.join(r.label for r in rows)}", flush=True)
         for r in rows:
             self.instances[self._key(r)].wait_listening(deadline)
-            if self.args.warmup > 0:
+        self._warm_up(sc, rows)
+
+    def _warm_up(self, sc: Scenario, rows: list[Row]) -> None:
+        """One unmeasured run of ``--warmup`` seconds per row."""
+        if self.args.warmup > 0:
+            for r in rows:
                 self.load.run(self.ports[(sc.name, r.label)], sc, self.args.warmup, self.args.conns)
 
     def measure_memory(self, sc: Scenario, rows: list[Row]) -> None:
