@@ -561,7 +561,10 @@ class SyncWorker:
     def _finished(self, conn: Conn, ok: bool) -> None:
         """A request on ``conn`` is over (``ok`` False: the connection is no longer usable);
         stop accepting when a limit says so (recycling)."""
-        conn.input = None
+        stream = conn.input
+        if stream is not None:
+            stream.release()  # the app may keep its environ (and this stream) in a cycle
+            conn.input = None
         conn.served += 1
         conn.idle_since = _monotonic()
         if not ok:

@@ -52,6 +52,17 @@ class InputStream:
         self._disconnected = True
         self._eof = True
 
+    def release(self) -> None:
+        """The request is over: let go of the source (the worker's connection, through
+        ``pull``) and of any unread body; later reads return what an ended body returns.
+        An app may keep its environ alive after the request: Django's request objects form
+        reference cycles that only the garbage collector frees. Released, the stream no
+        longer keeps the connection, its codec and their buffers alive with them."""
+        self._pull = None
+        if self._buf:
+            self._buf = bytearray()
+        self._eof = True
+
     @property
     def complete(self) -> bool:
         return self._eof

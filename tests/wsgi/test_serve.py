@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import gc
 import logging
 import socket
 import threading
@@ -21,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from gateway.protocol.connection import FastCGIConnection
+from gateway.workers.sync_conn import Conn
 from tests.capture import captured_requests
 from tests.worker_rig import parse_answer, request_bytes, worker_rig
 
@@ -267,6 +270,38 @@ def test_post_body_and_limits(tmp_path):
     unsaid = [(k, b"" if k == b"CONTENT_LENGTH" else v) for k, v in post]  # no length to check
     out = answer(tmp_path, echo, request_bytes(unsaid, b"x" * 2000), max_body_bytes=1000)
     assert b"Status: 413" in out
+
+
+def test_an_environ_kept_after_the_request_holds_nothing_of_the_connection(tmp_path):
+    """Django's request objects form reference cycles that only the garbage collector
+    frees, and they hold the environ: its ``wsgi.input`` must then not keep the connection,
+    its codec, its socket or the unread body alive until a collection. Read afterwards, the
+    kept stream gives nothing (the connection may serve another request by then)."""
+    kept: list[dict[str, Any]] = []
+
+    def app(environ, start_response):
+        kept.append(environ)
+        environ["wsgi.input"].read(10)  # most of the body left unread
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    post = captured_requests()["/form"]
+    body = b"a=1&b=2" * 5000
+    post = [(k, str(len(body)).encode() if k == b"CONTENT_LENGTH" else v) for k, v in post]
+    assert answer(tmp_path, app, request_bytes(post, body)).endswith(b"ok")
+    stream = kept[0]["wsgi.input"]
+    seen, todo, found = {id(kept[0])}, [kept[0]], []
+    while todo:  # everything the kept environ keeps alive
+        for ref in gc.get_referents(todo.pop()):
+            if id(ref) not in seen and not isinstance(ref, type):
+                seen.add(id(ref))
+                todo.append(ref)
+                if isinstance(ref, (Conn, FastCGIConnection, socket.socket)) or (
+                    isinstance(ref, (bytes, bytearray)) and len(ref) > 1000
+                ):
+                    found.append(type(ref).__name__)
+    assert found == []
+    assert stream.read() == b"" and stream.readline() == b""
 
 
 def test_a_fresh_context_per_request(tmp_path):
