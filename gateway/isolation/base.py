@@ -143,6 +143,9 @@ class Checker:
     #: False when ``thread_exit`` never reads its ``info`` until it has something to
     #: report: the sync worker then makes the RequestInfo only when a finding needs it
     uses_info = True
+    #: hooks this checker turned off in ``after_load`` because the app does not need them
+    #: (Django's ``thread_enter`` with ``DEBUG`` off): the layer does not call them
+    hooks_off: frozenset[str] = frozenset()
 
     def after_load(self, app: Any) -> list[Finding]:
         return []
@@ -211,7 +214,7 @@ def exit_app_thread(token: tuple[IsolationLayer, RequestInfo] | None) -> None:
 
 
 def _overrides(checker: Checker, hook: str) -> bool:
-    return getattr(type(checker), hook) is not getattr(Checker, hook)
+    return hook not in checker.hooks_off and getattr(type(checker), hook) is not getattr(Checker, hook)
 
 
 class IsolationLayer:

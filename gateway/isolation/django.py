@@ -30,8 +30,11 @@ Findings, per initialised connection:
 - ``django-conn-max-age`` (at load, ASGI only): ``CONN_MAX_AGE`` is not 0.
 
 Cost: on WSGI, a look at each connection the thread opened (``connection_created`` keeps
-the list, so ``connections``, an asgiref Local, is not searched per request); on ASGI one
-look at each configured alias; nothing runs when Django is not imported.
+the list, so ``connections``, an asgiref Local, is not searched per request). With
+``DEBUG`` off nothing else: only the query log check needs ``request_started``, so the
+checker then connects no receiver to it and turns its ``thread_enter`` off (``hooks_off``),
+and the layer stays light (no RequestInfo per request). On ASGI one look at each
+configured alias; nothing runs when Django is not imported.
 """
 
 from __future__ import annotations
@@ -97,6 +100,7 @@ class DjangoChecker(Checker):
         "django-query-log": "repair",
     }
     recycle_unrepaired = frozenset({"django-atomic-leak"})
+    uses_info = False  # thread_exit reads nothing of the request
 
     def __init__(self) -> None:
         self.connections: Any = None
@@ -121,7 +125,10 @@ class DjangoChecker(Checker):
         if not self.asgi:
             from django.db.backends.signals import connection_created
 
-            request_started.connect(self._started, weak=False, dispatch_uid="fcgi-gateway-isolation")
+            if settings.DEBUG:  # only the query log check asks whether request_started ran
+                request_started.connect(self._started, weak=False, dispatch_uid="fcgi-gateway-isolation")
+            else:
+                self.hooks_off = frozenset({"thread_enter"})
             connection_created.connect(self._created, weak=False, dispatch_uid="fcgi-gateway-isolation")
             self._state.conns = tuple(connections.all(initialized_only=True))  # opened at import
             return []

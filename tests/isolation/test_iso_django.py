@@ -5,6 +5,11 @@ outside Django's request cycle (connection never closed, query log growing)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from conftest import OFF, findings, no_isolation_lines, wait_for_finding
 
@@ -109,3 +114,34 @@ def test_orm_outside_the_request_cycle(iso, db_env, layer):
     assert len(lines) == 4 and "query log of database 'default' holds 2 queries" in lines[0]
     opened = wait_for_finding(s.gateway, "django-connection-open", count=4)
     assert "still open after the request: CONN_MAX_AGE is 0" in opened[0]
+
+
+# The default layer of a Django WSGI app, built as the worker builds it, in a process of
+# its own (Django's settings are configured once per process).
+_LAYER = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import iso_django
+from django.core.signals import request_started
+from gateway.isolation.setup import build_layer
+layer = build_layer("auto", (), {}, "auto", worker="sync")
+layer.after_load(iso_django.application)
+print(layer.light, [c.name for c in layer._thread_enter], [c.name for c in layer._thread_exit],
+      sum(str(r[0][0]).startswith("fcgi-gateway") for r in request_started.receivers))
+"""
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_wsgi_needs_hooks_before_the_app_only_for_the_debug_query_log(db_env, debug):
+    """Only the query log check (DEBUG on) asks whether Django's request_started ran. With
+    DEBUG off the checker neither receives that signal nor runs before the app, so the
+    default layer is light: the sync worker calls it once, after the request, without
+    describing the request."""
+    apps = Path(__file__).resolve().parents[1] / "apps"
+    env = {**os.environ, **db_env, "ISO_DJANGO_DEBUG": "1" if debug else "0"}
+    out = subprocess.run(
+        [sys.executable, "-c", _LAYER, str(apps)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    expected = "False ['django'] ['globals', 'django'] 1" if debug else "True [] ['globals', 'django'] 0"
+    assert out.stdout.strip() == expected
